@@ -14,10 +14,8 @@ import urllib.request
 import numpy as np
 import scipy.io
 
-try:  # imported lazily by the few helpers that need it, so the pure helpers load fast
-    import tensorflow.compat.v1 as tf
-except ImportError:  # pragma: no cover - TensorFlow is in requirements.txt
-    tf = None
+import imageio.v2 as imageio
+import tensorflow.compat.v1 as tf
 
 
 class FCNError(Exception):
@@ -105,3 +103,221 @@ def maybe_download(url, dest_dir, filename=None, **kwargs):
         print("Downloading %s to %s" % (url, dest_path))
         download_file(url, dest_path, **kwargs)
     return dest_path
+
+
+# ----------------------------------------------------------------------------------------------
+# MatConvNet VGG-19 weights
+# ----------------------------------------------------------------------------------------------
+
+# The 16 convolutions of VGG-19 and their TensorFlow kernel shapes [height, width, in, out].
+VGG19_CONV_SHAPES = (
+    ("conv1_1", (3, 3, 3, 64)), ("conv1_2", (3, 3, 64, 64)),
+    ("conv2_1", (3, 3, 64, 128)), ("conv2_2", (3, 3, 128, 128)),
+    ("conv3_1", (3, 3, 128, 256)), ("conv3_2", (3, 3, 256, 256)),
+    ("conv3_3", (3, 3, 256, 256)), ("conv3_4", (3, 3, 256, 256)),
+    ("conv4_1", (3, 3, 256, 512)), ("conv4_2", (3, 3, 512, 512)),
+    ("conv4_3", (3, 3, 512, 512)), ("conv4_4", (3, 3, 512, 512)),
+    ("conv5_1", (3, 3, 512, 512)), ("conv5_2", (3, 3, 512, 512)),
+    ("conv5_3", (3, 3, 512, 512)), ("conv5_4", (3, 3, 512, 512)),
+)
+
+
+def get_model_data(dir_path, model_url, timeout=60):
+    """Returns the MatConvNet .mat at model_url as loaded by scipy.io.loadmat, downloading it into
+    dir_path first when it is not there (the reference's name and behaviour)."""
+    if not os.path.isdir(dir_path):
+        try:
+            os.makedirs(dir_path, exist_ok=True)
+        except OSError as e:
+            raise FCNError("--model_dir %s does not exist and cannot be created (%s); "
+                           "pass a writable folder" % (dir_path, e.strerror))
+    path = maybe_download(model_url, dir_path, timeout=timeout)
+    return load_mat(path)
+
+
+def load_mat(path):
+    """scipy.io.loadmat with the one-line error this project promises for a file that is not one."""
+    try:
+        # struct_as_record=False gives objects with attributes; fields are looked up by name.
+        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False)
+    except Exception as e:  # scipy raises ValueError, MatReadError, TypeError... for a bad file
+        raise FCNError("%s cannot be read as a MATLAB .mat (%s: %s); delete it so that it is "
+                       "downloaded again, or put imagenet-vgg-verydeep-19.mat there by hand"
+                       % (path, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+
+
+def _unwrap(value):
+    """Strips the 1x1 object/cell arrays that loadmat wraps around every struct field and cell."""
+    while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+        value = value.reshape(-1)[0]
+    return value
+
+
+def _field(struct, name):
+    value = getattr(struct, name, None)
+    return None if value is None else _unwrap(value)
+
+
+def _string(value):
+    value = _unwrap(value)
+    if isinstance(value, np.ndarray):
+        value = "".join(value.reshape(-1).tolist()) if value.size else ""
+    return str(value)
+
+
+def matconvnet_kernel_to_tf(kernel):
+    """MatConvNet stores a kernel as [width, height, in, out]; TensorFlow wants
+    [height, width, in, out]. The reference swaps the first two axes; so does this port."""
+    return np.transpose(np.asarray(kernel), (1, 0, 2, 3))
+
+
+def mean_pixel_from_average_image(average_image):
+    """The per-channel mean pixel (RGB) from MatConvNet's normalization.averageImage, which is a
+    full 224x224x3 image in the beta16 file and a 1x1x3 (or plain 3) vector in newer ones."""
+    average_image = np.asarray(average_image, dtype=np.float64)
+    if average_image.size == 3:
+        return average_image.reshape(3)
+    if average_image.ndim == 3 and average_image.shape[2] == 3:
+        return average_image.mean(axis=(0, 1))
+    raise ValueError("averageImage has shape %s, expected HxWx3 or 3 values"
+                     % (average_image.shape,))
+
+
+def _layers_by_name(mat, path):
+    if "layers" not in mat:
+        raise FCNError("%s is not a MatConvNet model (no 'layers' in it); delete it and run again "
+                       "to download imagenet-vgg-verydeep-19.mat" % path)
+    layers = {}
+    for entry in np.asarray(mat["layers"]).reshape(-1):
+        layer = _unwrap(entry)
+        name = _field(layer, "name")
+        if name is not None:
+            layers[_string(name)] = layer
+    return layers
+
+
+def _normalization(mat):
+    """beta16 keeps 'normalization' at the top level; newer files keep it under 'meta'."""
+    if "normalization" in mat:
+        return _unwrap(mat["normalization"])
+    if "meta" in mat:
+        return _field(_unwrap(mat["meta"]), "normalization")
+    return None
+
+
+def load_vgg19(mat, path="the .mat"):
+    """Reads VGG-19's 16 convolutions and the mean pixel out of a loaded MatConvNet .mat.
+
+    Returns (weights, mean_pixel): weights maps 'conv1_1'... to (kernel [h,w,in,out], bias [out]),
+    both float32. Layers are found by their name field, not position, and every kernel's shape is
+    checked; a file that is not VGG-19 raises FCNError naming what is wrong.
+    """
+    layers = _layers_by_name(mat, path)
+    weights = {}
+    for name, tf_shape in VGG19_CONV_SHAPES:
+        layer = layers.get(name)
+        if layer is None:
+            raise FCNError("%s is not VGG-19: it has no layer %s (is it VGG-16 or another model?); "
+                           "use imagenet-vgg-verydeep-19.mat" % (path, name))
+        params = getattr(layer, "weights", None)
+        params = [] if params is None else np.asarray(params, dtype=object).reshape(-1)
+        if len(params) != 2:
+            raise FCNError("%s is not VGG-19: layer %s has %d weight arrays, expected a kernel and "
+                           "a bias; use imagenet-vgg-verydeep-19.mat" % (path, name, len(params)))
+        kernel, bias = np.asarray(params[0]), np.asarray(params[1])
+        # MatConvNet's [width, height, in, out] of a square kernel has the same shape as TF's.
+        if kernel.shape != tf_shape or bias.size != tf_shape[3]:
+            raise FCNError("%s is not VGG-19: layer %s has kernel %s and bias %s, expected %s and "
+                           "(%d,); use imagenet-vgg-verydeep-19.mat"
+                           % (path, name, kernel.shape, bias.shape, tf_shape, tf_shape[3]))
+        weights[name] = (matconvnet_kernel_to_tf(kernel).astype(np.float32),
+                         bias.reshape(-1).astype(np.float32))
+        print("Loaded %-8s kernel %-18s bias %s" % (name, tf_shape, (tf_shape[3],)))
+    normalization = _normalization(mat)
+    average_image = None if normalization is None else _field(normalization, "averageImage")
+    if average_image is None:
+        raise FCNError("%s has no normalization.averageImage, so the mean pixel is unknown; use "
+                       "imagenet-vgg-verydeep-19.mat" % path)
+    try:
+        mean_pixel = mean_pixel_from_average_image(average_image)
+    except ValueError as e:
+        raise FCNError("%s: %s; use imagenet-vgg-verydeep-19.mat" % (path, e))
+    print("Mean pixel (RGB): %s" % np.array2string(mean_pixel, precision=3))
+    return weights, mean_pixel
+
+
+# ----------------------------------------------------------------------------------------------
+# Variables and layers (graph code)
+# ----------------------------------------------------------------------------------------------
+
+def get_variable(weights, name):
+    """A variable initialised from a numpy array (the pretrained VGG weights)."""
+    init = tf.constant_initializer(weights, dtype=tf.float32)
+    return tf.get_variable(name=name, initializer=init, shape=weights.shape, dtype=tf.float32)
+
+
+def weight_variable(shape, stddev=0.02, name=None):
+    """A new weight, truncated normal with stddev 0.02 as in the reference."""
+    return tf.get_variable(name, shape=shape, dtype=tf.float32,
+                           initializer=tf.truncated_normal_initializer(stddev=stddev))
+
+
+def bias_variable(shape, name=None):
+    return tf.get_variable(name, shape=shape, dtype=tf.float32,
+                           initializer=tf.zeros_initializer())
+
+
+def conv2d_basic(x, W, bias):
+    conv = tf.nn.conv2d(x, W, strides=[1, 1, 1, 1], padding="SAME")
+    return tf.nn.bias_add(conv, bias)
+
+
+def conv2d_transpose_strided(x, W, b, output_shape, stride=2):
+    """Learned upsampling: W is [k, k, out_channels, in_channels], as tf.nn.conv2d_transpose wants."""
+    conv = tf.nn.conv2d_transpose(x, W, output_shape, strides=[1, stride, stride, 1],
+                                  padding="SAME")
+    return tf.nn.bias_add(conv, b)
+
+
+def max_pool_2x2(x):
+    return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="SAME")
+
+
+def avg_pool_2x2(x):
+    return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="SAME")
+
+
+def process_image(image, mean_pixel):
+    """The network's input: the RGB image (0..255) less VGG's mean pixel."""
+    return image - mean_pixel
+
+
+# ----------------------------------------------------------------------------------------------
+# Summaries (--debug)
+# ----------------------------------------------------------------------------------------------
+
+def add_activation_summary(var):
+    if var is not None:
+        name = var.op.name
+        tf.summary.histogram(name + "/activation", var)
+        tf.summary.scalar(name + "/sparsity", tf.nn.zero_fraction(var))
+
+
+def add_gradient_summary(grad, var):
+    if grad is not None:
+        tf.summary.histogram(var.op.name + "/gradient", grad)
+
+
+def add_variable_summary(var):
+    tf.summary.histogram(var.op.name, var)
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------
+
+def save_image(image, save_dir, name):
+    """Writes image (HxW or HxWxC, uint8 or values in 0..255) to <save_dir>/<name>.png."""
+    path = os.path.join(save_dir, name + ".png")
+    imageio.imwrite(path, np.asarray(image).astype(np.uint8))
+    return path

@@ -13,5 +13,33 @@ import pytest  # noqa: E402
 
 # ---- the network side: a synthetic VGG-19 .mat --------------------------------------------------
 
+@pytest.fixture(scope="session")
+def vgg_mat_paths(tmp_path_factory):
+    """{'beta16': path, 'meta': path}: the same synthetic VGG-19 in both MatConvNet layouts."""
+    from tests.make_vgg_mat import write_vgg19_mat
+    folder = tmp_path_factory.mktemp("vgg")
+    paths = {}
+    for layout in ("beta16", "meta"):
+        paths[layout] = str(folder / ("vgg19-%s.mat" % layout))
+        write_vgg19_mat(paths[layout], layout=layout, seed=0)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def vgg(vgg_mat_paths):
+    """(weights, mean_pixel) of the synthetic VGG-19, as FCN.inference takes them."""
+    import TensorflowUtils as utils
+    path = vgg_mat_paths["beta16"]
+    return utils.load_vgg19(utils.load_mat(path), path)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, vgg_mat_paths):
+    """A --model_dir holding the synthetic .mat under the real file's name."""
+    import shutil
+    folder = tmp_path_factory.mktemp("Model_zoo")
+    shutil.copy(vgg_mat_paths["beta16"], str(folder / "imagenet-vgg-verydeep-19.mat"))
+    return str(folder)
+
 
 # ---- the dataset side: a small ADEChallengeData2016 ---------------------------------------------

@@ -1,0 +1,117 @@
+"""Writes a synthetic imagenet-vgg-verydeep-19.mat in MatConvNet's layout, for tests and the demo.
+
+The real file (about 0.5 GB) cannot be downloaded here. This one has the same structure: 43 layers
+in VGG-19's order, each a MATLAB struct; the 16 convolutions have their real kernel shapes, stored
+as MatConvNet does ([width, height, in, out], bias [out, 1]), with He-scaled random weights from a
+fixed seed; fc6, fc7 and fc8 hold small stand-ins (the port never reads them). Two layouts:
+- 'beta16': top-level layers, classes, normalization (averageImage a full 224x224x3 image);
+- 'meta':   top-level layers and meta, the normalization under meta (averageImage 1x1x3).
+"""
+import numpy as np
+import scipy.io
+
+MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
+
+# (name, [height, width, in, out]) of the 16 convolutions, in order, with the pools after blocks.
+_CONVS = [
+    ("conv1_1", 3, 64), ("conv1_2", 64, 64), "pool1",
+    ("conv2_1", 64, 128), ("conv2_2", 128, 128), "pool2",
+    ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), ("conv3_4", 256, 256),
+    "pool3",
+    ("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512), ("conv4_4", 512, 512),
+    "pool4",
+    ("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512), ("conv5_4", 512, 512),
+    "pool5",
+]
+
+
+def _cell(*items):
+    """A 1xN MATLAB cell array."""
+    cell = np.empty((1, len(items)), dtype=object)
+    for i, item in enumerate(items):
+        cell[0, i] = item
+    return cell
+
+
+def _conv_struct(name, kernel_whio, bias, pad=1):
+    # 'weights' first: the reference reads a conv layer's first field as its weights.
+    return {"weights": _cell(kernel_whio.astype(np.float32), bias.reshape(-1, 1).astype(np.float32)),
+            "pad": np.array([[pad, pad, pad, pad]], dtype=np.float64),
+            "type": "conv", "name": name,
+            "stride": np.array([[1, 1]], dtype=np.float64)}
+
+
+def vgg19_kernels(seed=0, scale=1.0):
+    """The 16 convolutions as {name: (kernel [h,w,in,out], bias [out])}, He-scaled, float32.
+
+    These are in TensorFlow's layout; write_vgg19_mat stores them as MatConvNet does.
+    """
+    rng = np.random.RandomState(seed)
+    kernels = {}
+    for entry in _CONVS:
+        if isinstance(entry, str):
+            continue
+        name, cin, cout = entry
+        std = scale * np.sqrt(2.0 / (9 * cin))
+        kernel = (rng.standard_normal((3, 3, cin, cout)) * std).astype(np.float32)
+        bias = (rng.standard_normal(cout) * 0.01).astype(np.float32)
+        kernels[name] = (kernel, bias)
+    return kernels
+
+
+def layer_structs(kernels):
+    """The 43 layer structs of VGG-19 in order, from TF-layout kernels."""
+    layers = []
+    block = 1
+    for entry in _CONVS:
+        if isinstance(entry, str):
+            layers.append({"name": entry, "type": "pool", "method": "max",
+                           "pool": np.array([[2, 2]], dtype=np.float64),
+                           "stride": np.array([[2, 2]], dtype=np.float64),
+                           "pad": np.array([[0, 0, 0, 0]], dtype=np.float64)})
+            block += 1
+            continue
+        name = entry[0]
+        kernel, bias = kernels[name]
+        # MatConvNet's layout is [width, height, in, out]: swap the first two axes.
+        layers.append(_conv_struct(name, np.transpose(kernel, (1, 0, 2, 3)), bias))
+        layers.append({"name": "relu" + name[4:], "type": "relu"})
+    small = np.random.RandomState(1)
+    for name, shape in (("fc6", (1, 1, 2, 2)), ("fc7", (1, 1, 2, 2)), ("fc8", (1, 1, 2, 2))):
+        layers.append(_conv_struct(name, small.standard_normal(shape), np.zeros(shape[3]), pad=0))
+        if name != "fc8":
+            layers.append({"name": "relu" + name[2:], "type": "relu"})
+    layers.append({"name": "prob", "type": "softmax"})
+    assert len(layers) == 43, len(layers)
+    return layers
+
+
+def average_image(layout):
+    if layout == "beta16":
+        # A full 224x224x3 image whose mean over height and width is exactly MEAN_PIXEL: the mean
+        # plus a checkerboard of +-5 that cancels out.
+        checker = np.indices((224, 224)).sum(axis=0) % 2 * 10.0 - 5.0
+        return (MEAN_PIXEL[None, None, :] + checker[:, :, None]).astype(np.float32)
+    return MEAN_PIXEL.reshape(1, 1, 3).astype(np.float32)
+
+
+def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None):
+    """Writes the synthetic .mat to path; returns the TF-layout kernels it holds."""
+    kernels = vgg19_kernels(seed) if kernels is None else kernels
+    layers = layer_structs(kernels) if layers is None else layers
+    layer_cell = _cell(*layers)
+    normalization = {"averageImage": average_image(layout), "keepAspect": 1.0,
+                     "border": np.array([[32, 32]], dtype=np.float64),
+                     "imageSize": np.array([[224, 224, 3]], dtype=np.float64),
+                     "interpolation": "bilinear"}
+    classes = {"name": _cell("n01440764", "n01443537"), "description": _cell("tench", "goldfish")}
+    if layout == "beta16":
+        content = {"layers": layer_cell, "classes": classes, "normalization": normalization}
+    elif layout == "meta":
+        content = {"layers": layer_cell,
+                   "meta": {"inputs": {"name": "data"}, "classes": classes,
+                            "normalization": normalization}}
+    else:
+        raise ValueError("layout is 'beta16' or 'meta', not %r" % layout)
+    scipy.io.savemat(path, content, do_compression=False)
+    return kernels
