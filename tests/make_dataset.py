@@ -1,0 +1,136 @@
+"""A small, learnable dataset in the exact ADEChallengeData2016 layout, for the tests.
+
+    <root>/ADEChallengeData2016/images/training/ADE_train_00000001.jpg ...
+    <root>/ADEChallengeData2016/annotations/training/ADE_train_00000001.png ...
+    <root>/ADEChallengeData2016/images/validation/ADE_val_00000001.jpg ...
+    <root>/ADEChallengeData2016/annotations/validation/ADE_val_00000001.png ...
+    <root>/ADEChallengeData2016/objectInfo150.txt
+
+Each image shows a few rectangles and ellipses of the classes in SCENE_CLASSES on a class-0
+background; every class has its own colour and texture, so that a tiny FCN learns them at 64x64.
+Training image GRAYSCALE_INDEX is a grayscale JPEG; one more training image, the last, has no
+annotation (so a split holds n_train records).
+
+    python tests/make_dataset.py <root> [n_train] [n_val]
+"""
+import os
+import sys
+import zipfile
+
+import numpy as np
+
+import imageio.v2 as imageio
+
+DATASET_FOLDER = "ADEChallengeData2016"
+
+# The first classes of ADE20K, with their real names; each gets a colour and a texture.
+SCENE_CLASSES = {1: "wall", 2: "building;edifice", 3: "sky", 4: "floor;flooring", 5: "tree"}
+CLASS_COLOURS = {0: (70, 70, 70), 1: (205, 185, 150), 2: (170, 60, 40), 3: (80, 140, 230),
+                 4: (125, 85, 40), 5: (40, 150, 50)}
+GRAYSCALE_INDEX = 3  # ADE_train_00000003.jpg is a grayscale JPEG
+
+
+def train_name(index):
+    return "ADE_train_%08d" % index
+
+
+def val_name(index):
+    return "ADE_val_%08d" % index
+
+
+def _texture(label, rows, cols, rng):
+    """A value in [0, 1] per pixel: the pattern of class label."""
+    if label == 1:  # horizontal stripes
+        return ((rows // 3) % 2).astype(np.float64)
+    if label == 2:  # a checkerboard of 4-pixel bricks
+        return (((rows // 4) + (cols // 4)) % 2).astype(np.float64)
+    if label == 3:  # smooth
+        return np.full(rows.shape, 0.5)
+    if label == 4:  # diagonal stripes
+        return (((rows + cols) // 3) % 2).astype(np.float64)
+    if label == 5:  # leaves: coarse speckle
+        return rng.random(rows.shape)
+    return rng.random(rows.shape) * 0.5  # background: faint noise
+
+
+def _draw_scene(height, width, rng):
+    """(rgb uint8 [h,w,3], label uint8 [h,w]) of one scene."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    label = np.zeros((height, width), np.uint8)
+    for _ in range(rng.integers(2, 4)):
+        cls = int(rng.choice(list(SCENE_CLASSES)))
+        h = int(rng.integers(height * 3 // 10, height * 6 // 10))
+        w = int(rng.integers(width * 3 // 10, width * 6 // 10))
+        top, left = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
+        if rng.random() < 0.5:
+            inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+        else:
+            cy, cx = top + h / 2.0, left + w / 2.0
+            inside = ((rows - cy) / (h / 2.0)) ** 2 + ((cols - cx) / (w / 2.0)) ** 2 <= 1.0
+        label[inside] = cls
+    image = np.zeros((height, width, 3), np.float64)
+    for cls, colour in CLASS_COLOURS.items():
+        where = label == cls
+        if where.any():
+            shade = 0.7 + 0.3 * _texture(cls, rows, cols, rng)
+            image[where] = np.outer(shade[where], colour)
+    image += rng.normal(0.0, 4.0, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def _write_pair(dataset_dir, split, name, size_range, rng, grayscale=False, annotate=True):
+    height, width = (int(rng.integers(size_range[0], size_range[1] + 1)) for _ in range(2))
+    image, label = _draw_scene(height, width, rng)
+    if grayscale:
+        image = (image @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    imageio.imwrite(os.path.join(dataset_dir, "images", split, name + ".jpg"), image, quality=95)
+    if annotate:
+        imageio.imwrite(os.path.join(dataset_dir, "annotations", split, name + ".png"), label)
+
+
+def write_object_info(path):
+    """objectInfo150.txt: the real header and 150 lines; invented figures and names, but the real
+    names of the classes in SCENE_CLASSES."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("Idx\tRatio\tTrain\tVal\tName\n")
+        for index in range(1, 151):
+            name = SCENE_CLASSES.get(index, "thing%d" % index)
+            f.write("%d\t%.4f\t%d\t%d\t%s\n" % (index, 0.1 / index, 20000 // index,
+                                                  2000 // index, name))
+
+
+def make_scene_dataset(root, n_train=24, n_val=8, size_range=(64, 100), seed=0):
+    """Writes <root>/ADEChallengeData2016 (n_train + 1 training images, the last without
+    annotation, and n_val validation pairs); returns the path of that folder."""
+    rng = np.random.default_rng(seed)
+    dataset_dir = os.path.join(root, DATASET_FOLDER)
+    for kind in ("images", "annotations"):
+        for split in ("training", "validation"):
+            os.makedirs(os.path.join(dataset_dir, kind, split), exist_ok=True)
+    for index in range(1, n_train + 1):
+        _write_pair(dataset_dir, "training", train_name(index), size_range, rng,
+                    grayscale=index == GRAYSCALE_INDEX)
+    _write_pair(dataset_dir, "training", train_name(n_train + 1), size_range, rng, annotate=False)
+    for index in range(1, n_val + 1):
+        _write_pair(dataset_dir, "validation", val_name(index), size_range, rng)
+    write_object_info(os.path.join(dataset_dir, "objectInfo150.txt"))
+    return dataset_dir
+
+
+def make_dataset_zip(root, zip_path):
+    """Zips <root>/ADEChallengeData2016 as the real zip holds it: entries
+    ADEChallengeData2016/..., folders included."""
+    dataset_dir = os.path.join(root, DATASET_FOLDER)
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for folder, subfolders, files in os.walk(dataset_dir):
+            subfolders.sort()
+            archive.write(folder, os.path.relpath(folder, root))
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                archive.write(path, os.path.relpath(path, root))
+    return zip_path
+
+
+if __name__ == "__main__":
+    counts = [int(a) for a in sys.argv[2:4]]
+    print(make_scene_dataset(sys.argv[1], *counts))
