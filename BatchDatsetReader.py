@@ -1,0 +1,580 @@
+"""Batches of (image, annotation) for FCN.py, streamed from disk.
+
+    reader = BatchDatset(records, {'resize': True, 'resize_size': 224, 'seed': 0})
+    images, annotations = reader.next_batch(10)   # uint8 [10,224,224,3], int32 [10,224,224,1]
+
+The reference's surface (next_batch, get_random_batch, reset_batch_offset, epochs_completed), but
+the reference decoded all 20,210 training pairs before the first step (minutes of start-up,
+gigabytes of RAM). Here background worker threads decode and resize ahead of the model into a
+bounded queue of batches: next_batch returns at once when the queue is warm, and memory is
+bounded by the prefetch depth whatever the number of records. There are no `images` /
+`annotations` attributes; `records` is the list of records the reader was built on.
+
+Threads or tf.data: measured by benchmarks/reader_threads_vs_tfdata.py on 200 generated JPEGs of
+ADE20K size (sides 512..683) with their PNG annotations, resized to 224, batch 10, two epochs, on
+a 2-core Linux machine (two runs, images/s):
+    threads (this module), 1 / 2 / 4 workers:              172-175 / 304-306 / 277-286
+    tf.data, tf.numpy_function(same load_pair), AUTOTUNE:  151-153
+(the decoding is the same imageio + Pillow code in both; Pillow releases the GIL while it decodes
+and resizes, so plain threads scale with the cores.)
+The threads are kept.
+
+Order: each epoch visits the records in the permutation
+np.random.default_rng([seed, epoch, 0]).permutation(n) (or in record order with
+{'shuffle': False}), so a run with the same seed repeats exactly, whatever the number of workers:
+batches are assembled in order. A batch never straddles two epochs: as in the reference, the
+records left over at the end of an epoch are skipped (with {'drop_remainder': False} the last
+batch of an epoch is short instead, which the validate mode wants: every record once, in order).
+get_random_batch draws from its own generator, np.random.default_rng([seed, 0, 1]), and does not
+disturb the epoch order.
+
+Images are read with imageio (its Pillow backend) and resized with Pillow, which imageio installs
+as its dependency: images bilinearly, annotations only by nearest neighbour (a label is never
+interpolated). Grayscale becomes 3 channels on the last axis, alpha is dropped, other modes
+(CMYK, palette, 16-bit) are converted to 8-bit RGB.
+
+Bad data: an annotation value above 150, or an image and annotation of different sizes, raise
+FCNError naming the file(s). An unreadable or truncated file is skipped with a warning naming it
+(the next record of the epoch takes its place, so batches stay full); when more than 1% of the
+reader's records turn out unreadable, FCNError. Errors raised in a worker surface in the caller's
+thread, from next_batch or get_random_batch.
+"""
+import collections
+import concurrent.futures
+import os
+import queue
+import threading
+import weakref
+
+import numpy as np
+from PIL import Image  # imageio's own backend; here for resizing and for reading headers
+
+import imageio.v3 as iio
+
+from TensorflowUtils import FCNError
+
+NUM_CLASSES = 151  # labels 0..150; 0 is "other"
+DEFAULT_SEED = 0
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+DEFAULT_PREFETCH = 4  # batches decoded ahead
+MAX_UNREADABLE_FRACTION = 0.01
+_BATCHES_IN_FLIGHT = 2  # batches whose decoding is queued for the workers, beyond the prefetch
+
+DEFAULT_OPTIONS = {"resize": False, "resize_size": None, "shuffle": True, "seed": DEFAULT_SEED,
+                   "drop_remainder": True, "workers": DEFAULT_WORKERS,
+                   "prefetch": DEFAULT_PREFETCH}
+# Modes imageio gives as arrays that to_rgb handles; Pillow converts any other mode to RGB.
+_ARRAY_MODES = ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L")
+# What a broken or truncated file raises in imageio and Pillow.
+_UNREADABLE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+class UnreadableFile(Exception):
+    """A file that cannot be decoded: skipped with a warning, not a stop."""
+
+    def __init__(self, path, error):
+        super().__init__("%s is unreadable (%s: %s)"
+                         % (path, type(error).__name__, str(error).splitlines()[0] if str(error)
+                            else ""))
+        self.path = path
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixels (pure)
+# ----------------------------------------------------------------------------------------------
+
+def to_rgb(array):
+    """An image array as imageio gives it -> uint8 [h, w, 3].
+
+    [h, w] or [h, w, 1] (grayscale) is repeated on the last axis; [h, w, 2] (gray and alpha) and
+    [h, w, 4] (RGBA) lose their alpha; bool becomes 0/255, 16-bit keeps its high byte, float is
+    clipped to 0..255.
+    """
+    array = np.asarray(array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ValueError("an image of shape %s is neither grayscale nor RGB(A)" % (array.shape,))
+    channels = array.shape[2]
+    if channels in (1, 2):
+        return np.repeat(array[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def label_plane(array, path):
+    """An annotation array -> [h, w] of class indices. A colour PNG whose channels are equal is
+    taken as single-channel; one whose channels differ is an FCNError."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        if array.shape[2] == 1 or all(np.array_equal(array[:, :, 0], array[:, :, c])
+                                      for c in range(1, array.shape[2])):
+            array = array[:, :, 0]
+        else:
+            raise FCNError("annotation %s is a colour image (%d channels); expected one channel "
+                           "of class indices 0..%d" % (path, array.shape[2], NUM_CLASSES - 1))
+    if array.ndim != 2:
+        raise FCNError("annotation %s has shape %s; expected one channel of class indices"
+                       % (path, array.shape))
+    return array
+
+
+def check_sizes(image_shape, label_shape, image_path, annotation_path):
+    """Raises FCNError when an image and its annotation differ in height or width."""
+    if tuple(image_shape[:2]) != tuple(label_shape[:2]):
+        raise FCNError("image %s is %dx%d but its annotation %s is %dx%d; they must be the same "
+                       "size: fix or remove the pair"
+                       % (image_path, image_shape[0], image_shape[1], annotation_path,
+                          label_shape[0], label_shape[1]))
+
+
+def check_values(label, annotation_path, num_classes=NUM_CLASSES):
+    """Raises FCNError when a label is outside 0..num_classes-1, naming the file and the value."""
+    if label.size:
+        high, low = int(label.max()), int(label.min())
+        if high >= num_classes or low < 0:
+            raise FCNError("annotation %s holds the value %d, outside the classes 0..%d; fix or "
+                           "remove it" % (annotation_path, high if high >= num_classes else low,
+                                          num_classes - 1))
+
+
+def check_pair(image_shape, label, image_path, annotation_path, num_classes=NUM_CLASSES):
+    """check_sizes and check_values of one decoded pair."""
+    check_sizes(image_shape, label.shape, image_path, annotation_path)
+    check_values(label, annotation_path, num_classes)
+
+
+def resize_image(image, size):
+    """Bilinear resize of uint8 [h, w, 3] to [size, size, 3] (Pillow)."""
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def resize_label(label, size):
+    """Nearest-neighbour resize of [h, w] labels to [size, size]: only values of the source."""
+    return np.asarray(Image.fromarray(label.astype(np.uint8)).resize((size, size), Image.NEAREST))
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+def _read(path, rgb):
+    """Decodes path with imageio's Pillow backend; modes to_rgb does not handle (CMYK, palette,
+    32-bit...) are converted to RGB by Pillow when rgb, a palette is kept as indices otherwise."""
+    try:
+        with iio.imopen(path, "r", plugin="pillow") as file:
+            mode = file.metadata(index=0, exclude_applied=False).get("mode")
+            if mode == "P" and not rgb:
+                return file.read(index=0, mode="P")
+            if rgb and mode not in _ARRAY_MODES:
+                return file.read(index=0, mode="RGB")
+            return file.read(index=0)
+    except _UNREADABLE_ERRORS as e:
+        raise UnreadableFile(path, e) from None
+
+
+def read_image(path):
+    """The image at path as uint8 [h, w, 3] RGB."""
+    return to_rgb(_read(path, rgb=True))
+
+
+def read_annotation(path):
+    """The annotation at path as [h, w] class indices (not yet checked)."""
+    return label_plane(_read(path, rgb=False), path)
+
+
+def load_pair(record, resize_size=None, num_classes=NUM_CLASSES):
+    """(image uint8 [S,S,3], annotation int32 [S,S,1]) of one record, checked, then resized when
+    resize_size is given. Raises UnreadableFile or FCNError."""
+    image = read_image(record["image"])
+    label = read_annotation(record["annotation"])
+    check_pair(image.shape, label, record["image"], record["annotation"], num_classes)
+    if resize_size:
+        image = resize_image(image, resize_size)
+        label = resize_label(label, resize_size)
+    return image, label.astype(np.int32)[:, :, np.newaxis]
+
+
+def stack_batch(pairs, records):
+    """(images [B,...], annotations [B,...]) from a list of (image, annotation); images of
+    different sizes (resize off) are an FCNError that says so."""
+    shapes = [image.shape for image, _ in pairs]
+    if len(set(shapes)) > 1:
+        odd = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
+        raise FCNError("a batch holds images of different sizes (%s is %dx%d, %s is %dx%d) and "
+                       "resizing is off; pass image_options {'resize': True, 'resize_size': S} "
+                       "or use batch size 1"
+                       % (records[0]["image"], shapes[0][0], shapes[0][1], records[odd]["image"],
+                          shapes[odd][0], shapes[odd][1]))
+    return (np.stack([image for image, _ in pairs]),
+            np.stack([label for _, label in pairs]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Order and bookkeeping (pure)
+# ----------------------------------------------------------------------------------------------
+
+def epoch_order(n, seed, epoch, shuffle=True):
+    """The order in which epoch visits n records: a permutation drawn from
+    np.random.default_rng([seed, epoch, 0]), or 0..n-1 without shuffle."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+
+
+def batch_plan(n, batch_size, epoch=0, offset=0, drop_remainder=True):
+    """Yields (epoch, start, end) of the batches from position offset of epoch on, forever.
+
+    A batch never straddles two epochs: when fewer than batch_size records are left, they are
+    skipped (drop_remainder) or make a short last batch.
+    """
+    if n <= 0 or batch_size <= 0:
+        raise ValueError("need records and a positive batch size")
+    if drop_remainder and batch_size > n:
+        raise ValueError("batch size %d is larger than the %d records" % (batch_size, n))
+    while True:
+        if offset + batch_size <= n:
+            yield epoch, offset, offset + batch_size
+            offset += batch_size
+            continue
+        if not drop_remainder and offset < n:
+            yield epoch, offset, n
+        epoch, offset = epoch + 1, 0
+
+
+class UnreadableRecords:
+    """The records found unreadable so far; more than max_fraction of n is an FCNError."""
+
+    def __init__(self, n, max_fraction=MAX_UNREADABLE_FRACTION):
+        self.n, self.max_fraction = n, max_fraction
+        self.reasons = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, index):
+        return index in self.reasons
+
+    def add(self, index, error):
+        with self._lock:
+            if index in self.reasons:
+                return
+            self.reasons[index] = str(error)
+            count = len(self.reasons)
+        print("Warning: %s; skipped" % error)
+        if count > self.max_fraction * self.n:
+            raise FCNError("%d of %d records are unreadable, more than %g%% (first: %s); check "
+                           "the data folder, or delete it so that the dataset is downloaded again"
+                           % (count, self.n, 100 * self.max_fraction,
+                              next(iter(self.reasons.values()))))
+
+
+def load_readable(records, order, position, resize_size, unreadable):
+    """(record index, image, annotation) for the record at position of order, or, when that one
+    is unreadable, for the next readable one after it (wrapping round)."""
+    for step in range(len(order)):
+        index = int(order[(position + step) % len(order)])
+        if index in unreadable:
+            continue
+        try:
+            return (index,) + load_pair(records[index], resize_size)
+        except UnreadableFile as e:
+            unreadable.add(index, e)
+    raise FCNError("none of the %d records is readable" % len(order))
+
+
+# ----------------------------------------------------------------------------------------------
+# Threads
+# ----------------------------------------------------------------------------------------------
+
+class _DaemonPool:
+    """A minimal thread pool of daemon threads (concurrent.futures' threads are joined at exit):
+    tasks run first in, first out; a cancelled future is skipped."""
+
+    def __init__(self, workers):
+        self._tasks = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name="BatchDatset-worker-%d" % i,
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self):
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            future, function, args = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function(*args))
+                except BaseException as e:  # handed to whoever waits on the future
+                    future.set_exception(e)
+
+    def submit(self, function, *args):
+        future = concurrent.futures.Future()
+        self._tasks.put((future, function, args))
+        return future
+
+    def close(self):
+        for _ in self._threads:
+            self._tasks.put(None)
+
+
+class _Failure:
+    def __init__(self, error):
+        self.error = error
+
+
+class _Pipeline:
+    """One producer thread that walks the batch plan, hands the records to the pool and puts the
+    batches, assembled in order, into a bounded queue."""
+
+    def __init__(self, pool, records, options, unreadable, batch_size, epoch, offset):
+        self.batch_size = batch_size
+        self._pool, self._records, self._options = pool, records, options
+        self._unreadable = unreadable
+        self._plan = batch_plan(len(records), batch_size, epoch, offset,
+                                options["drop_remainder"])
+        self.queue = queue.Queue(maxsize=options["prefetch"])
+        self._stop = threading.Event()
+        self._futures = collections.deque()
+        self._orders = {}
+        self.thread = threading.Thread(target=self._produce, name="BatchDatset-producer",
+                                       daemon=True)
+        self.thread.start()
+
+    def _order(self, epoch):
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(len(self._records), self._options["seed"], epoch,
+                                               self._options["shuffle"])}
+        return self._orders[epoch]
+
+    def _produce(self):
+        try:
+            for epoch, start, end in self._plan:
+                order = self._order(epoch)
+                futures = [self._pool.submit(load_readable, self._records, order, position,
+                                             self._options["resize_size"], self._unreadable)
+                           for position in range(start, end)]
+                self._futures.append(((epoch, start, end), futures))
+                while len(self._futures) >= _BATCHES_IN_FLIGHT:
+                    if not self._finish(*self._futures.popleft()):
+                        return
+        except BaseException as e:  # surfaces in the caller's thread
+            self._put(_Failure(e))
+
+    def _finish(self, where, futures):
+        if self._stop.is_set():
+            return False
+        loaded = [future.result() for future in futures]
+        records = [self._records[index] for index, _, _ in loaded]
+        images, annotations = stack_batch([(image, label) for _, image, label in loaded], records)
+        return self._put((where, images, annotations, records))
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self):
+        while True:
+            try:
+                return self.queue.get(timeout=0.2)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise RuntimeError("the batch reader's producer thread stopped without a "
+                                       "batch or an error")
+
+    def close(self):
+        self._stop.set()
+        for _, futures in list(self._futures):
+            for future in futures:
+                future.cancel()
+
+
+class _Resources:
+    """What the threads use; kept apart from BatchDatset so that a reader nobody holds any more
+    is collected, and its threads stopped, even without close()."""
+
+    def __init__(self, workers):
+        self.pool = _DaemonPool(workers)
+        self.pipeline = None
+
+    def stop_pipeline(self):
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
+
+    def close(self):
+        self.stop_pipeline()
+        self.pool.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The reader
+# ----------------------------------------------------------------------------------------------
+
+def check_options(image_options):
+    """image_options completed with the defaults; FCNError for an unknown or invalid one."""
+    options = dict(DEFAULT_OPTIONS)
+    for key, value in (image_options or {}).items():
+        if key == "color":  # the reference's docstring named it; it never did anything
+            continue
+        if key not in options:
+            raise FCNError("unknown image option %r; known: %s"
+                           % (key, ", ".join(sorted(DEFAULT_OPTIONS))))
+        options[key] = value
+    if options["resize"]:
+        size = options["resize_size"]
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size <= 0:
+            raise FCNError("image option resize_size is %r; with resize True it must be a "
+                           "positive number of pixels" % (size,))
+        options["resize_size"] = int(size)
+    else:
+        options["resize_size"] = None
+    for key in ("workers", "prefetch"):
+        if not isinstance(options[key], int) or options[key] < 1:
+            raise FCNError("image option %s is %r; it must be a whole number of at least 1"
+                           % (key, options[key]))
+    options["seed"] = int(options["seed"])
+    return options
+
+
+class BatchDatset:
+    """Batches of one split; see the module's docstring. Use as a context manager, or close()."""
+
+    def __init__(self, records_list, image_options=None):
+        """records_list: records {'image': path, 'annotation': path, 'filename': stem};
+        image_options: resize (False), resize_size, shuffle (True), seed (0),
+        drop_remainder (True), workers, prefetch (batches, 4)."""
+        self.records = list(records_list)
+        if not self.records:
+            raise FCNError("a batch reader needs records, and this split has none; check "
+                           "--data_dir")
+        self.image_options = check_options(image_options)
+        self.batch_offset = 0
+        self.epochs_completed = 0
+        self.last_batch_records = []
+        self._failure = None
+        self._unreadable = UnreadableRecords(len(self.records))
+        self._random = np.random.default_rng([self.image_options["seed"], 0, 1])
+        self._resources = _Resources(self.image_options["workers"])
+        self._finalizer = weakref.finalize(self, self._resources.close)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Stops the threads; the reader is not usable afterwards."""
+        self._finalizer()
+
+    def _check_open(self):
+        if not self._finalizer.alive:
+            raise RuntimeError("the batch reader is closed")
+        if self._failure is not None:
+            raise self._failure
+
+    def _check_batch_size(self, batch_size):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise FCNError("batch size %r: it must be a whole number of at least 1; check "
+                           "--batch_size" % (batch_size,))
+        if self.image_options["drop_remainder"] and batch_size > len(self.records):
+            raise FCNError("batch size %d is larger than the %d records of this split; use a "
+                           "smaller --batch_size" % (batch_size, len(self.records)))
+        return int(batch_size)
+
+    def next_batch(self, batch_size):
+        """(images uint8 [B,S,S,3], annotations int32 [B,S,S,1]): the next batch of the epoch."""
+        self._check_open()
+        batch_size = self._check_batch_size(batch_size)
+        resources = self._resources
+        if resources.pipeline is None or resources.pipeline.batch_size != batch_size:
+            resources.stop_pipeline()
+            resources.pipeline = _Pipeline(resources.pool, self.records, self.image_options,
+                                           self._unreadable, batch_size, self.epochs_completed,
+                                           self.batch_offset)
+        item = resources.pipeline.get()
+        if isinstance(item, _Failure):
+            self._failure = item.error
+            resources.stop_pipeline()
+            raise item.error
+        (epoch, _, end), images, annotations, records = item
+        if epoch > self.epochs_completed:
+            print("****************** Epochs completed: %d ******************" % epoch)
+        self.epochs_completed, self.batch_offset = epoch, end
+        self.last_batch_records = records
+        return images, annotations
+
+    def get_random_batch(self, batch_size):
+        """A batch of records drawn at random (without repeats while batch_size <= the number of
+        records) from the reader's own seeded generator; the epoch order is left as it is."""
+        self._check_open()
+        batch_size = self._check_batch_size(batch_size)
+        n = len(self.records)
+        indexes = self._random.choice(n, size=batch_size, replace=batch_size > n)
+        order = np.arange(n)
+        futures = [self._resources.pool.submit(load_readable, self.records, order, int(index),
+                                               self.image_options["resize_size"],
+                                               self._unreadable) for index in indexes]
+        loaded = [future.result() for future in futures]
+        records = [self.records[index] for index, _, _ in loaded]
+        self.last_batch_records = records
+        return stack_batch([(image, label) for _, image, label in loaded], records)
+
+    def reset_batch_offset(self, offset=0):
+        """Goes back (or forward) to position offset of the current epoch's order."""
+        self._check_open()
+        self._resources.stop_pipeline()
+        self.batch_offset = int(offset)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking a split before training
+# ----------------------------------------------------------------------------------------------
+
+def _header_size(path):
+    """(height, width) from the file's header. Pillow directly (imageio's backend): it reads the
+    header only, about 35 us a file against 150 us for imageio.v3.improps."""
+    try:
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except _UNREADABLE_ERRORS as e:
+        raise UnreadableFile(path, e) from None
+
+
+def validate_records(records, max_check=None, num_classes=NUM_CLASSES):
+    """Checks a split before training, so that bad data stops it before its first step.
+
+    Every pair: image and annotation of the same size, from the file headers (fast: about 1.5 s
+    for the 20,210 training pairs). The first max_check pairs (all with None, none with 0): the
+    annotation is decoded and its values checked. Unreadable files are counted as the reader
+    counts them. Returns the number of unreadable records; raises FCNError on bad data.
+    """
+    unreadable = UnreadableRecords(len(records))
+    limit = len(records) if max_check is None else max_check
+    for index, record in enumerate(records):
+        try:
+            image_size = _header_size(record["image"])
+            label = read_annotation(record["annotation"]) if index < limit else None
+            label_size = _header_size(record["annotation"]) if label is None else label.shape
+        except UnreadableFile as e:
+            unreadable.add(index, e)
+            continue
+        check_sizes(image_size, label_size, record["image"], record["annotation"])
+        if label is not None:
+            check_values(label, record["annotation"], num_classes)
+    return len(unreadable.reasons)
