@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import urllib.parse
 import zipfile
+import zlib
 
 from TensorflowUtils import FCNError, download_file
 
@@ -218,6 +219,8 @@ def save_cache(data_dir, training, validation):
 def zip_member_is_safe(name):
     """False for a zip entry that would land outside the folder it is extracted into: an
     absolute path, a drive, or '..' that climbs out, with / or \\ as the separator."""
+    if ntpath.splitdrive(name)[0]:  # C:x, \\server\share\x
+        return False
     for pathmod, root in ((posixpath, "/target"), (ntpath, "C:\\target")):
         target = pathmod.normpath(pathmod.join(root, name))
         try:
@@ -272,7 +275,7 @@ def extract_dataset(zip_path, data_dir, hint):
             raise FCNError("%s holds no folder %s, so it is not the MIT Scene Parsing zip; %s"
                            % (zip_path, DATASET_FOLDER, hint))
         os.replace(extracted, dataset_dir)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:  # a CRC error, a full disk
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:  # bad CRC, full disk
         raise FCNError("extracting %s failed (%s: %s); %s" % (zip_path, type(e).__name__, e, hint))
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)

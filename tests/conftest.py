@@ -43,3 +43,21 @@ def model_dir(tmp_path_factory, vgg_mat_paths):
 
 
 # ---- the dataset side: a small ADEChallengeData2016 ---------------------------------------------
+
+@pytest.fixture(scope="session")
+def scene_data_dir(tmp_path_factory):
+    """A --data_dir holding a generated ADEChallengeData2016 (tests/make_dataset.py): 24 training
+    pairs (ADE_train_00000003.jpg grayscale) and ADE_train_00000025.jpg without annotation,
+    8 validation pairs, objectInfo150.txt. Shared: copy it before changing anything in it."""
+    from tests.make_dataset import make_scene_dataset
+    root = tmp_path_factory.mktemp("MIT_SceneParsing")
+    make_scene_dataset(str(root), n_train=24, n_val=8, seed=0)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def scene_dataset_zip(tmp_path_factory, scene_data_dir):
+    """ADEChallengeData2016.zip of scene_data_dir's dataset, laid out as the real zip."""
+    from tests.make_dataset import make_dataset_zip
+    folder = tmp_path_factory.mktemp("ade_zip")
+    return make_dataset_zip(scene_data_dir, str(folder / "ADEChallengeData2016.zip"))
