@@ -471,6 +471,12 @@ class BatchDatset:
     def __len__(self):
         return len(self.records)
 
+    @property
+    def prefetched(self):
+        """How many batches are decoded and waiting (0 before the first next_batch)."""
+        pipeline = self._resources.pipeline
+        return 0 if pipeline is None else pipeline.queue.qsize()
+
     def __enter__(self):
         return self
 

@@ -4,6 +4,7 @@ with entries that leave the folder, a corrupt zip, a zip put there by hand."""
 import http.server
 import io
 import os
+import posixpath
 import socket
 import threading
 import zipfile
@@ -54,7 +55,7 @@ def server(scene_dataset_zip):
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            kind = self.path.strip("/").split("/")[0]
+            kind = posixpath.dirname(self.path).strip("/")  # a URL path, "/good/<zip>"
             requests.append(kind)
             body = bodies.get(kind)
             if body is None:
