@@ -102,6 +102,8 @@ def test_shapes_and_dtypes(records):
         images, annotations = batches.next_batch(5)
     assert images.shape == (5, 48, 48, 3) and images.dtype == np.uint8
     assert annotations.shape == (5, 48, 48, 1) and annotations.dtype == np.int32
+    assert not hasattr(batches, "images") and not hasattr(batches, "annotations")  # streaming
+    assert batches.records == records
 
 
 def test_every_resized_annotation_keeps_only_its_source_values(records):
@@ -295,6 +297,17 @@ def test_unreadable_file_is_skipped_with_a_warning(many_records, capsys):
     assert "%s is unreadable" % bad[0]["image"] in out and "skipped" in out
 
 
+def test_unreadable_file_in_a_visit_of_every_record_once_shortens_its_batch(many_records):
+    good, bad = many_records
+    records = good[:12] + bad[:1] + good[12:100]  # 101 records, one unreadable
+    options = {"resize": True, "resize_size": 8, "shuffle": False, "drop_remainder": False}
+    with reader.BatchDatset(records, options) as batches:
+        seen = _sequence(batches, 11, 10)
+    names = sum((s[2] for s in seen), [])
+    assert [len(s[2]) for s in seen] == [10, 9] + [10] * 8 + [1]
+    assert names == [r["filename"] for r in records if r is not bad[0]]  # each once, in order
+
+
 def test_more_than_one_percent_unreadable_stops(many_records):
     good, bad = many_records
     records = bad[:1] + good + bad[1:]  # 150 records, two unreadable: 1.3%
@@ -317,7 +330,7 @@ def test_empty_records_and_bad_options_are_errors(records):
 
 
 def test_validate_records_passes_good_data(records):
-    assert reader.validate_records(records) == 0
+    assert reader.validate_records(records, max_check=None) == 0
 
 
 # ---- streaming -------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ import posixpath
 import re
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import read_MITSceneParsingData as scene
 from TensorflowUtils import FCNError
@@ -25,6 +27,39 @@ def data_dir(tmp_path, scene_data_dir):
     shutil.copytree(os.path.join(scene_data_dir, "ADEChallengeData2016"),
                     str(target / "ADEChallengeData2016"))
     return str(target)
+
+
+# ---- the generated dataset ------------------------------------------------------------------
+
+def test_generated_dataset_layout_and_learnability(scene_data_dir):
+    from tests.make_dataset import CLASS_COLOURS
+    base = os.path.join(scene_data_dir, "ADEChallengeData2016")
+    images = sorted(os.listdir(os.path.join(base, "images", "training")))
+    annotations = sorted(os.listdir(os.path.join(base, "annotations", "training")))
+    assert images == ["ADE_train_%08d.jpg" % i for i in range(1, 26)]
+    assert annotations == ["ADE_train_%08d.png" % i for i in range(1, 25)]
+    assert sorted(os.listdir(os.path.join(base, "images", "validation"))) == \
+        ["ADE_val_%08d.jpg" % i for i in range(1, 9)]
+    with open(os.path.join(base, "objectInfo150.txt"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "Idx\tRatio\tTrain\tVal\tName" and len(lines) == 151
+    modes, sizes, hits, total = [], set(), 0, 0
+    colours = np.array([CLASS_COLOURS[c] for c in sorted(CLASS_COLOURS)], np.float64)
+    for name in annotations:
+        with Image.open(os.path.join(base, "images", "training", name[:-4] + ".jpg")) as image:
+            modes.append(image.mode)
+            rgb = np.asarray(image.convert("RGB"), np.float64)
+        with Image.open(os.path.join(base, "annotations", "training", name)) as label_image:
+            assert label_image.mode == "L"
+            label = np.asarray(label_image)
+        assert label.shape == rgb.shape[:2] and 64 <= min(label.shape) <= max(label.shape) <= 100
+        assert set(np.unique(label)) <= set(CLASS_COLOURS) and len(np.unique(label)) > 1
+        sizes.add(label.shape)
+        if image.mode == "RGB":  # learnable: even the nearest class colour labels most pixels
+            nearest = np.argmin(((rgb[:, :, None, :] * 1.18 - colours) ** 2).sum(axis=3), axis=2)
+            hits, total = hits + (nearest == label).sum(), total + label.size
+    assert modes.count("L") == 1 and modes[2] == "L" and len(sizes) > 5
+    assert hits / total > 0.9, hits / total
 
 
 # ---- pairing ---------------------------------------------------------------------------------
