@@ -37,9 +37,9 @@ Bad data: an annotation value above 150, or an image and annotation of different
 FCNError naming the file(s). An unreadable or truncated file is skipped with a warning naming it
 (the next record of the epoch takes its place, so batches stay full; with {'drop_remainder':
 False}, the mode that visits every record once, its batch is one shorter instead, so that no
-record is counted twice); when more than 1% of the
-reader's records turn out unreadable, FCNError. Errors raised in a worker surface in the caller's
-thread, from next_batch or get_random_batch.
+record is counted twice); when more than 1% of the reader's records turn out unreadable,
+FCNError. Errors raised in a worker surface in the caller's thread, from next_batch or
+get_random_batch.
 """
 import collections
 import concurrent.futures
