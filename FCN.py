@@ -6,26 +6,49 @@ the same variable names (a checkpoint of the original restores here), the same n
     python FCN.py --mode=train --batch_size=10
     python FCN.py --mode=visualize
     python FCN.py --mode=validate
+    python FCN.py --mode=predict --image=PATH
 """
+import glob
+import json
 import os
+import random
+import signal
+import sys
+import time
 
-import numpy as np
-import tensorflow.compat.v1 as tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter off; errors stay
 
-import TensorflowUtils as utils
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+import TensorflowUtils as utils  # noqa: E402
 
 FLAGS = tf.flags.FLAGS
 
-# ---- data and folders ----
-tf.flags.DEFINE_string("logs_dir", "logs/", "where checkpoints, summaries and outputs go")
-tf.flags.DEFINE_string("data_dir", "Data_zoo/MIT_SceneParsing/", "the dataset folder")
-tf.flags.DEFINE_string("model_dir", "Model_zoo/", "where imagenet-vgg-verydeep-19.mat is kept")
+# ---- what to run ----
+tf.flags.DEFINE_string("mode", "train", "train, visualize, validate or predict")
+tf.flags.DEFINE_bool("debug", False, "add activation, gradient and variable histograms (train)")
+# ---- folders ----
+tf.flags.DEFINE_string("logs_dir", "logs/", "checkpoints, summaries, settings and outputs")
+tf.flags.DEFINE_string("data_dir", "Data_zoo/MIT_SceneParsing/",
+                       "dataset folder; ADEChallengeData2016 is downloaded into it when missing")
+tf.flags.DEFINE_string("model_dir", "Model_zoo/",
+                       "where imagenet-vgg-verydeep-19.mat is kept (downloaded when missing)")
 # ---- training ----
 tf.flags.DEFINE_integer("batch_size", 10, "images per step (the reference used 2)")
 tf.flags.DEFINE_float("learning_rate", 1e-4, "Adam's learning rate")
-# ---- what to run ----
-tf.flags.DEFINE_bool("debug", False, "add activation, gradient and variable histograms")
-tf.flags.DEFINE_string("mode", "train", "train, visualize or validate")
+tf.flags.DEFINE_integer("image_size", 224, "images are resized to this square size; "
+                        "a multiple of 32 (predict without --resize keeps each image's size)")
+tf.flags.DEFINE_integer("max_iterations", 100001,
+                        "stop when the global step reaches this (the reference's MAX_ITERATION)")
+tf.flags.DEFINE_integer("log_every", 10, "steps between log lines and training summaries")
+tf.flags.DEFINE_integer("save_every", 500, "steps between checkpoints and validation losses")
+tf.flags.DEFINE_integer("seed", 0, "seed for Python, NumPy, TensorFlow and the batch order")
+# ---- predict ----
+tf.flags.DEFINE_string("image", "", "predict: an image file or a folder of images")
+tf.flags.DEFINE_bool("resize", False, "predict at --image_size and resize the labels back, "
+                     "instead of at each image's own size")
+tf.flags.DEFINE_string("output_dir", "", "predict: where results go (default <logs_dir>/predictions)")
 
 MODEL_URL = "http://www.vlfeat.org/matconvnet/models/beta16/imagenet-vgg-verydeep-19.mat"
 
@@ -51,16 +74,24 @@ def _flag(name):
 
 def vgg_net(weights, image, debug=None):
     """The VGG-19 trunk. weights maps 'conv1_1'... to (kernel [h,w,in,out], bias); returns every
-    layer's tensor (conv, relu, pool) by name."""
+    layer's tensor (conv, relu, pool) by name.
+
+    weights=None builds the same variables without VGG's values (zeros), for a graph whose values
+    all come from a checkpoint: then the 0.5 GB .mat need not be read or embedded in the graph.
+    """
     debug = _flag("debug") if debug is None else debug
+    kernel_shapes = dict(utils.VGG19_CONV_SHAPES)
     net = {}
     current = image
     for name in VGG_LAYERS:
         kind = name[:4]
         if kind == "conv":
-            kernel, bias = weights[name]
-            kernel = utils.get_variable(kernel, name=name + "_w")
-            bias = utils.get_variable(bias, name=name + "_b")
+            if weights is None:
+                kernel = utils.zeros_variable(kernel_shapes[name], name=name + "_w")
+                bias = utils.zeros_variable([kernel_shapes[name][3]], name=name + "_b")
+            else:
+                kernel = utils.get_variable(weights[name][0], name=name + "_w")
+                bias = utils.get_variable(weights[name][1], name=name + "_b")
             current = utils.conv2d_basic(current, kernel, bias)
         elif kind == "relu":
             current = tf.nn.relu(current, name=name)
@@ -147,8 +178,9 @@ def inference(image, keep_prob, vgg=None, debug=None):
     return tf.expand_dims(annotation_pred, axis=3), conv_t3
 
 
-def train(loss_val, var_list, learning_rate=None, debug=None):
-    """The Adam update of var_list (the reference's training op; learning rate from the flag)."""
+def train(loss_val, var_list, learning_rate=None, debug=None, global_step=None):
+    """The Adam update of var_list (the reference's training op; learning rate from the flag).
+    global_step, when given, is incremented by each update."""
     learning_rate = _flag("learning_rate") if learning_rate is None else learning_rate
     debug = _flag("debug") if debug is None else debug
     optimizer = tf.train.AdamOptimizer(learning_rate)
@@ -156,10 +188,598 @@ def train(loss_val, var_list, learning_rate=None, debug=None):
     if debug:
         for grad, var in grads:
             utils.add_gradient_summary(grad, var)
-    return optimizer.apply_gradients(grads)
+    return optimizer.apply_gradients(grads, global_step=global_step)
 
 
 def pixel_loss(logits, annotation):
     """Mean softmax cross-entropy over all pixels; annotation is int [N,H,W,1]."""
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         logits=logits, labels=tf.squeeze(annotation, axis=[3]), name="entropy"))
+
+
+# ==============================================================================================
+# Running it: settings, checkpoints, and the modes
+# ==============================================================================================
+
+MODES = ("train", "visualize", "validate", "predict")
+KEEP_PROBABILITY = 0.85  # dropout keep probability while training (the reference's value)
+CHECKPOINT_PREFIX = "model.ckpt"
+LOCK_NAME = "train.lock"
+SETTINGS_NAME = "settings.json"
+# VGG-19's mean pixel (RGB) as MatConvNet publishes it; used when a checkpoint supplies every
+# weight and the .mat is not at hand.
+VGG19_MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def check_settings(settings):
+    """Refuses settings that cannot work, with the one-line error the command line prints."""
+    if settings["mode"] not in MODES:
+        raise utils.FCNError("--mode=%s is not a mode; use one of %s"
+                             % (settings["mode"], ", ".join(MODES)))
+    for name in ("batch_size", "max_iterations", "log_every", "save_every"):
+        if settings[name] < 1:
+            raise utils.FCNError("--%s=%d: it must be at least 1" % (name, settings[name]))
+    if settings["image_size"] < 32 or settings["image_size"] % 32:
+        raise utils.FCNError("--image_size=%d: it must be a positive multiple of 32 (the "
+                             "network downsamples by 32), e.g. 224" % settings["image_size"])
+    if not settings["learning_rate"] > 0:
+        raise utils.FCNError("--learning_rate=%g: it must be positive" % settings["learning_rate"])
+    if settings["mode"] == "predict" and not settings["image"]:
+        raise utils.FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
+
+
+def step_from_checkpoint_name(path):
+    """'logs/model.ckpt-500' -> 500; 0 when the name carries no step."""
+    suffix = os.path.basename(path).rsplit("-", 1)
+    return int(suffix[1]) if len(suffix) == 2 and suffix[1].isdigit() else 0
+
+
+def latest_checkpoint(logs_dir):
+    """The newest checkpoint listed in <logs_dir>/checkpoint whose files are all there, or None."""
+    state = tf.train.get_checkpoint_state(logs_dir)
+    if state is None:
+        return None
+    candidates = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    if state.model_checkpoint_path not in candidates:
+        candidates.append(state.model_checkpoint_path)
+    for path in reversed(candidates):  # get_checkpoint_state already joined them to logs_dir
+        if os.path.exists(path + ".index") and glob.glob(path + ".data-*"):
+            return path
+        print("Checkpoint %s is listed but its files are missing; trying an older one" % path)
+    return None
+
+
+def restore(sess, path, var_list, global_step=None):
+    """Restores var_list from the checkpoint at path; returns its step.
+
+    A checkpoint of the original implementation has no global_step: its step is taken from the
+    file name. Variables the file lacks (Adam's slots in a checkpoint saved without them) keep
+    their initial values, and are named.
+    """
+    try:
+        in_file = dict(tf.train.list_variables(path))
+    except Exception as e:  # a damaged index or data file
+        raise utils.FCNError("checkpoint %s cannot be read (%s); delete it, or move it out of "
+                             "--logs_dir" % (path, str(e).splitlines()[0]))
+    present, missing, wrong = [], [], []
+    for v in var_list:
+        name = v.op.name
+        if name not in in_file:
+            missing.append(name)
+        elif list(in_file[name]) != v.shape.as_list():
+            wrong.append("%s %s in the file, %s here" % (name, in_file[name], v.shape.as_list()))
+        else:
+            present.append(v)
+    if wrong:
+        raise utils.FCNError("checkpoint %s does not fit this network (%s); point --logs_dir at "
+                             "a checkpoint of FCN-8s with %d classes"
+                             % (path, wrong[0], NUM_OF_CLASSESS))
+    missing_weights = [n for n in missing if n.startswith("inference/") and "/Adam" not in n]
+    if missing_weights:
+        raise utils.FCNError("checkpoint %s lacks %s; point --logs_dir at a checkpoint of this "
+                             "FCN-8s" % (path, missing_weights[0]))
+    tf.train.Saver(var_list=present).restore(sess, path)
+    step = step_from_checkpoint_name(path)
+    if global_step is not None:
+        if global_step.op.name in in_file:
+            step = int(sess.run(global_step))
+        else:
+            global_step.load(step, sess)
+    others = [n for n in missing if global_step is None or n != global_step.op.name]
+    print("Model restored from %s (step %d)%s" % (
+        path, step, "; not in it, left initial: " + ", ".join(others) if others else ""))
+    return step
+
+
+def mean_pixel_for_restore(model_dir):
+    """The mean pixel when a checkpoint supplies the weights: from the .mat when it is there
+    (only its normalization is read), else VGG-19's published one."""
+    path = os.path.join(model_dir, os.path.basename(MODEL_URL))
+    if os.path.exists(path):
+        mat = utils.load_mat(path, variable_names=("normalization", "meta"))
+        normalization = utils._normalization(mat)
+        average = None if normalization is None else utils._field(normalization, "averageImage")
+        if average is not None:
+            return utils.mean_pixel_from_average_image(average)
+    return VGG19_MEAN_PIXEL
+
+
+def session_config():
+    return tf.ConfigProto()
+
+
+def _write_json_atomically(path, content):
+    part = path + ".part"
+    with open(part, "w") as f:
+        json.dump(content, f, indent=1)
+    os.replace(part, path)
+
+
+def _ensure_writable_dir(path, flag):
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test-%d" % os.getpid())
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise utils.FCNError("--%s %s is not a writable folder (%s); pass one you can write to"
+                             % (flag, path, e.strerror or e))
+
+
+class Model:
+    """The graph every mode builds: placeholders, the network, its loss (and for training the
+    global step, the Adam update and the summaries)."""
+
+    def __init__(self, vgg, training, debug=False, learning_rate=1e-4):
+        self.image = tf.placeholder(tf.float32, shape=[None, None, None, 3], name="input_image")
+        self.annotation = tf.placeholder(tf.int32, shape=[None, None, None, 1], name="annotation")
+        self.keep_probability = tf.placeholder(tf.float32, name="keep_probabilty")
+        self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
+                                                      vgg=vgg, debug=debug)
+        self.loss = pixel_loss(self.logits, self.annotation)
+        # Each image's mean cross-entropy (validate weighs every image once, whatever its batch).
+        self.image_losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            logits=self.logits, labels=tf.squeeze(self.annotation, axis=[3])), axis=[1, 2])
+        self.weights = tf.global_variables()  # the 44 of the reference, before Adam's
+        self.global_step = None
+        if training:
+            self.global_step = tf.train.get_or_create_global_step()
+            trainable = tf.trainable_variables()
+            self.train_op = train(self.loss, trainable, learning_rate=learning_rate,
+                                  debug=debug, global_step=self.global_step)
+            if debug:
+                for var in trainable:
+                    utils.add_variable_summary(var)
+            self.loss_summary = tf.summary.scalar("entropy", self.loss)
+            palette = tf.constant(utils.label_palette(NUM_OF_CLASSESS))
+            colour = lambda labels: tf.gather(palette, tf.squeeze(tf.cast(labels, tf.int32), 3))
+            tf.summary.image("input_image", tf.cast(self.image, tf.uint8), max_outputs=2)
+            tf.summary.image("ground_truth", colour(self.annotation), max_outputs=2)
+            tf.summary.image("pred_annotation", colour(self.pred_annotation), max_outputs=2)
+            self.train_summary = tf.summary.merge_all()
+        self.saveable = tf.global_variables()
+
+
+def _build(settings, training, checkpoint):
+    """(graph, model): with a checkpoint the VGG values are not loaded (the checkpoint wins)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(settings["seed"])
+        if checkpoint is None:
+            vgg = load_vgg(settings["model_dir"])
+        else:
+            vgg = (None, mean_pixel_for_restore(settings["model_dir"]))
+        model = Model(vgg, training, debug=settings["debug"] and training,
+                      learning_rate=settings["learning_rate"])
+    return graph, model
+
+
+# ---- train -------------------------------------------------------------------------------------
+
+class TrainLock:
+    """<logs_dir>/train.lock holds the training process's id, so that a second run on the same
+    logs_dir refuses instead of overwriting the first one's checkpoints. A lock whose process is
+    gone (killed, crashed) is taken over."""
+
+    def __init__(self, logs_dir):
+        self.path = os.path.join(logs_dir, LOCK_NAME)
+        self.held = False
+
+    def acquire(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and owner != os.getpid() and process_is_alive(owner):
+                    raise utils.FCNError(
+                        "another training run (process %d) is using --logs_dir %s; wait for it, "
+                        "stop it, or pass another --logs_dir" % (owner, os.path.dirname(self.path)))
+                print("Removing the stale lock %s (process %s is gone)" % (self.path, owner))
+                utils._remove_quietly(self.path)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return self
+        raise utils.FCNError("cannot take the lock %s; delete it if no training run is using "
+                             "--logs_dir" % self.path)
+
+    def _owner(self):
+        try:
+            with open(self.path) as f:
+                return int(f.read().strip() or -1)
+        except (OSError, ValueError):
+            return None
+
+    def release(self):
+        if self.held and self._owner() == os.getpid():
+            utils._remove_quietly(self.path)
+        self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+def process_is_alive(pid):
+    """Whether a process with this id runs (on Windows without sending it anything: os.kill
+    with signal 0 would be a Ctrl-C event there)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":
+        import ctypes
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM end training after the current step, with a checkpoint."""
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        print("\n%s received: saving a checkpoint after this step" % self.signal_name)
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def format_duration(seconds):
+    seconds = int(max(seconds, 0))
+    if seconds >= 86400:
+        return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
+    return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+def _readers(settings, records, shuffle=True, drop_remainder=True):
+    import BatchDatsetReader as dataset
+    return dataset.BatchDatset(records, {"resize": True, "resize_size": settings["image_size"],
+                                         "seed": settings["seed"], "shuffle": shuffle,
+                                         "drop_remainder": drop_remainder})
+
+
+def _read_records(settings, check=False):
+    import BatchDatsetReader as dataset
+    import read_MITSceneParsingData as scene_parsing
+    train_records, valid_records = scene_parsing.read_dataset(settings["data_dir"])
+    if check:
+        started = time.time()
+        for name, records in (("training", train_records), ("validation", valid_records)):
+            dataset.validate_records(records)
+        print("Checked %d training and %d validation pairs in %.1f s"
+              % (len(train_records), len(valid_records), time.time() - started))
+    return train_records, valid_records
+
+
+def run_train(settings):
+    logs_dir = settings["logs_dir"]
+    with TrainLock(logs_dir):
+        # The effective settings beside the checkpoints they produce.
+        _write_json_atomically(os.path.join(logs_dir, SETTINGS_NAME),
+                               dict(settings, tensorflow=tf.__version__,
+                                    started=time.strftime("%Y-%m-%d %H:%M:%S")))
+        train_records, valid_records = _read_records(settings, check=True)
+        checkpoint = latest_checkpoint(logs_dir)
+        graph, model = _build(settings, training=True, checkpoint=checkpoint)
+        with graph.as_default(), tf.Session(config=session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            step = 0
+            if checkpoint is not None:
+                step = restore(sess, checkpoint, model.saveable, model.global_step)
+            else:
+                print("No checkpoint in %s: starting from VGG-19" % logs_dir)
+            saver = tf.train.Saver(model.saveable, max_to_keep=5)
+            with _readers(settings, train_records) as train_reader, \
+                    _readers(settings, valid_records) as valid_reader, StopRequest() as stop:
+                train_writer = tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph)
+                valid_writer = tf.summary.FileWriter(os.path.join(logs_dir, "validation"))
+                try:
+                    _train_loop(settings, sess, model, saver, step, checkpoint, train_reader,
+                                valid_reader, train_writer, valid_writer, stop)
+                finally:
+                    train_writer.close()
+                    valid_writer.close()
+
+
+def _save(sess, saver, logs_dir, step):
+    # No .meta: the graph is rebuilt from this code, and a first run's meta would embed VGG.
+    path = saver.save(sess, os.path.join(logs_dir, CHECKPOINT_PREFIX), global_step=step,
+                      write_meta_graph=False)
+    return path
+
+
+def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reader, valid_reader,
+                train_writer, valid_writer, stop):
+    logs_dir, batch_size = settings["logs_dir"], settings["batch_size"]
+    max_iterations = settings["max_iterations"]
+    if step >= max_iterations:
+        print("Step %d already reached --max_iterations=%d; nothing to do (raise "
+              "--max_iterations to train on)" % (step, max_iterations))
+        return
+    print("Training from step %d to %d, batch %d, %dx%d"
+          % (step, max_iterations, batch_size, settings["image_size"], settings["image_size"]))
+    window_start, window_steps = time.time(), 0
+    while step < max_iterations:
+        images, annotations = train_reader.next_batch(batch_size)
+        feed = {model.image: images, model.annotation: annotations,
+                model.keep_probability: KEEP_PROBABILITY}
+        log_now = (step + 1) % settings["log_every"] == 0
+        fetches = [model.train_op, model.loss] + ([model.train_summary] if log_now else [])
+        results = sess.run(fetches, feed_dict=feed)
+        loss = float(results[1])
+        step += 1
+        window_steps += 1
+        if not np.isfinite(loss):
+            raise utils.FCNError(
+                "the training loss is %s at step %d; stopped without saving, the last good "
+                "checkpoint is %s; try a lower --learning_rate" % (loss, step, last_checkpoint))
+        if log_now:
+            train_writer.add_summary(results[2], step)
+            elapsed = time.time() - window_start
+            rate = window_steps * batch_size / elapsed if elapsed > 0 else float("nan")
+            eta = (max_iterations - step) * elapsed / window_steps
+            print("%s step %d loss %.5f images/s %.2f eta %s"
+                  % (time.strftime("%Y-%m-%d %H:%M:%S"), step, loss, rate, format_duration(eta)))
+            sys.stdout.flush()
+            window_start, window_steps = time.time(), 0
+        if step % settings["save_every"] == 0 or step == max_iterations:
+            valid_images, valid_annotations = valid_reader.next_batch(batch_size)
+            valid_loss, summary = sess.run(
+                [model.loss, model.loss_summary],
+                feed_dict={model.image: valid_images, model.annotation: valid_annotations,
+                           model.keep_probability: 1.0})
+            valid_writer.add_summary(summary, step)
+            last_checkpoint = _save(sess, saver, logs_dir, step)
+            print("%s step %d validation loss %.5f saved %s"
+                  % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, last_checkpoint))
+        if stop.signal_name is not None:
+            if not (step % settings["save_every"] == 0 or step == max_iterations):
+                last_checkpoint = _save(sess, saver, logs_dir, step)
+            print("Stopped by %s at step %d; checkpoint saved to %s"
+                  % (stop.signal_name, step, last_checkpoint))
+            return
+    print("Reached --max_iterations=%d; last checkpoint %s" % (max_iterations, last_checkpoint))
+
+
+# ---- visualize, validate, predict ---------------------------------------------------------------
+
+def _restored_session(settings):
+    """(graph, model, session, checkpoint path, step) restored from the newest checkpoint in
+    logs_dir; FCNError when there is none (the reference silently ran an untrained network)."""
+    checkpoint = latest_checkpoint(settings["logs_dir"])
+    if checkpoint is None:
+        raise utils.FCNError("no checkpoint in --logs_dir %s; train first (--mode=train) or "
+                             "point --logs_dir at a folder with model.ckpt-* files"
+                             % settings["logs_dir"])
+    graph, model = _build(settings, training=False, checkpoint=checkpoint)
+    with graph.as_default():
+        sess = tf.Session(config=session_config(), graph=graph)
+        sess.run(tf.global_variables_initializer())
+        step = restore(sess, checkpoint, model.saveable)
+        try:
+            step = int(tf.train.load_variable(checkpoint, "global_step"))
+        except Exception:  # an original checkpoint: the step of its name stands
+            pass
+    return graph, model, sess, checkpoint, step
+
+
+def _predict(sess, model, images):
+    return sess.run(model.pred_annotation, feed_dict={model.image: images,
+                                                      model.keep_probability: 1.0})
+
+
+def run_visualize(settings):
+    import read_MITSceneParsingData as scene_parsing
+    _, valid_records = _read_records(settings)
+    class_names = scene_parsing.read_class_names(settings["data_dir"])
+    graph, model, sess, _, _ = _restored_session(settings)
+    palette = utils.label_palette(NUM_OF_CLASSESS)
+    logs_dir = settings["logs_dir"]
+    with sess, _readers(settings, valid_records) as reader:
+        images, annotations = reader.get_random_batch(settings["batch_size"])
+        pred = _predict(sess, model, images)
+        for k in range(len(images)):
+            gt, p = annotations[k, :, :, 0].astype(np.uint8), pred[k, :, :, 0].astype(np.uint8)
+            utils.save_image(images[k], logs_dir, "inp_%d" % k)
+            utils.save_image(gt, logs_dir, "gt_%d" % k)
+            utils.save_image(p, logs_dir, "pred_%d" % k)
+            utils.save_image(utils.colorize(gt, palette), logs_dir, "gt_c%d" % k)
+            utils.save_image(utils.colorize(p, palette), logs_dir, "pred_c%d" % k)
+            utils.save_image(utils.side_by_side_panel(images[k], gt, p, class_names, palette),
+                             logs_dir, "panel_%d" % k)
+            print("Saved image: %d (%s)" % (k, reader.last_batch_records[k]["filename"]))
+
+
+def resize_labels_nearest(labels, height, width):
+    """Labels [h,w] resized to [height,width] by nearest neighbour (Pillow's, as the reader's)."""
+    from PIL import Image
+    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((width, height),
+                                                                       Image.NEAREST))
+
+
+def run_validate(settings):
+    import BatchDatsetReader as dataset
+    import metrics
+    import read_MITSceneParsingData as scene_parsing
+    _, valid_records = _read_records(settings)
+    class_names = scene_parsing.read_class_names(settings["data_dir"])
+    graph, model, sess, checkpoint, step = _restored_session(settings)
+    total = len(valid_records)
+    confusion = np.zeros((NUM_OF_CLASSESS, NUM_OF_CLASSESS), dtype=np.int64)
+    loss_sum, seen = 0.0, set()
+    started = time.time()
+    with sess, _readers(settings, valid_records, shuffle=False, drop_remainder=False) as reader:
+        while True:
+            images, annotations = reader.next_batch(settings["batch_size"])
+            batch_records = reader.last_batch_records
+            pred, losses = sess.run([model.pred_annotation, model.image_losses],
+                                  feed_dict={model.image: images, model.annotation: annotations,
+                                             model.keep_probability: 1.0})
+            for k, record in enumerate(batch_records):
+                # An unreadable record is replaced by the next one, which then comes twice.
+                if record["filename"] in seen:
+                    continue
+                seen.add(record["filename"])
+                loss_sum += float(losses[k])
+                truth = dataset.read_annotation(record["annotation"])
+                scored = resize_labels_nearest(pred[k, :, :, 0], *truth.shape)
+                confusion += metrics.confusion_matrix(truth, scored, NUM_OF_CLASSESS)
+            elapsed = time.time() - started
+            print("\rvalidated %d/%d images, %.2f images/s" % (len(seen), total,
+                                                                len(seen) / elapsed), end="")
+            sys.stdout.flush()
+            if reader.batch_offset >= total:
+                break
+    print()
+    skipped = sorted(r["image"] for r in valid_records if r["filename"] not in seen)
+    result = metrics.scores(confusion)
+    result.update({"num_images": len(seen), "loss": loss_sum / max(len(seen), 1),
+                   "class_names": class_names, "confusion_matrix": confusion.tolist(),
+                   "checkpoint": {"path": checkpoint, "step": step}, "skipped": skipped,
+                   "image_size": settings["image_size"]})
+    print(metrics.format_report(result, class_names))
+    print("mean cross-entropy at %dx%d: %.5f" % (settings["image_size"], settings["image_size"],
+                                                 result["loss"]))
+    path = os.path.join(settings["logs_dir"], "validation_metrics.json")
+    _write_json_atomically(path, result)
+    print("Wrote %s" % path)
+    return result
+
+
+def list_images(path):
+    """The image files at path: the file itself, or the images in the folder (sorted)."""
+    if os.path.isdir(path):
+        found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                       if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise utils.FCNError("--image %s is a folder with no images (%s)"
+                                 % (path, ", ".join(IMAGE_EXTENSIONS)))
+        return found
+    if not os.path.exists(path):
+        raise utils.FCNError("--image %s does not exist; pass an image file or a folder" % path)
+    return [path]
+
+
+def pad_to_multiple(image, multiple, fill):
+    """image [h,w,3] padded at the bottom and right to multiples of `multiple`, with the pixel
+    fill (the mean pixel: zero once the network subtracts it). Returns (padded, (h, w))."""
+    h, w = image.shape[:2]
+    padded_h, padded_w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    padded = np.empty((padded_h, padded_w, 3), dtype=np.float32)
+    padded[:] = np.asarray(fill, dtype=np.float32)
+    padded[:h, :w] = image
+    return padded, (h, w)
+
+
+def run_predict(settings):
+    import BatchDatsetReader as dataset
+    paths = list_images(settings["image"])
+    output_dir = settings["output_dir"] or os.path.join(settings["logs_dir"], "predictions")
+    _ensure_writable_dir(output_dir, "output_dir")
+    graph, model, sess, _, _ = _restored_session(settings)
+    mean_pixel = mean_pixel_for_restore(settings["model_dir"])
+    palette = utils.label_palette(NUM_OF_CLASSESS)
+    size = settings["image_size"]
+    with sess:
+        for path in paths:
+            try:
+                image = dataset.read_image(path)
+            except dataset.UnreadableFile as e:
+                print("Warning: %s; skipped" % e)
+                continue
+            h, w = image.shape[:2]
+            if settings["resize"]:
+                pred = _predict(sess, model, dataset.resize_image(image, size)[None])[0, :, :, 0]
+                labels = resize_labels_nearest(pred, h, w)
+            else:
+                padded, _ = pad_to_multiple(image, 32, mean_pixel)
+                labels = _predict(sess, model, padded[None])[0, :h, :w, 0].astype(np.uint8)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            utils.save_image(labels, output_dir, stem + "_pred")
+            utils.save_image(utils.blend(image, utils.colorize(labels, palette)), output_dir,
+                             stem + "_pred_c")
+            print("%s -> %s" % (path, os.path.join(output_dir, stem + "_pred.png")))
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def current_settings():
+    names = ("mode", "debug", "logs_dir", "data_dir", "model_dir", "batch_size", "learning_rate",
+             "image_size", "max_iterations", "log_every", "save_every", "seed", "image", "resize",
+             "output_dir")
+    return {name: _flag(name) for name in names}
+
+
+def run(settings):
+    """Runs one mode with the given settings (a dict like current_settings())."""
+    check_settings(settings)
+    random.seed(settings["seed"])
+    np.random.seed(settings["seed"])
+    print("Settings: " + ", ".join("%s=%s" % item for item in sorted(settings.items())))
+    _ensure_writable_dir(settings["logs_dir"], "logs_dir")
+    if settings["mode"] == "train":
+        return run_train(settings)
+    return {"visualize": run_visualize, "validate": run_validate,
+            "predict": run_predict}[settings["mode"]](settings)
+
+
+def main(argv=None):
+    del argv  # flags are parsed by tf.app.run
+    try:
+        run(current_settings())
+    except utils.FCNError as e:
+        sys.stderr.write("FCN.py: error: %s\n" % e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    tf.app.run(main)

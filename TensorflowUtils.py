@@ -135,11 +135,13 @@ def get_model_data(dir_path, model_url, timeout=60):
     return load_mat(path)
 
 
-def load_mat(path):
-    """scipy.io.loadmat with the one-line error this project promises for a file that is not one."""
+def load_mat(path, variable_names=None):
+    """scipy.io.loadmat with the one-line error this project promises for a file that is not one.
+    variable_names: read only these top-level variables (the rest of the file is skipped)."""
     try:
         # struct_as_record=False gives objects with attributes; fields are looked up by name.
-        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False)
+        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False,
+                                variable_names=variable_names)
     except Exception as e:  # scipy raises ValueError, MatReadError, TypeError... for a bad file
         raise FCNError("%s cannot be read as a MATLAB .mat (%s: %s); delete it so that it is "
                        "downloaded again, or put imagenet-vgg-verydeep-19.mat there by hand"
@@ -252,7 +254,7 @@ def load_vgg19(mat, path="the .mat"):
 
 def get_variable(weights, name):
     """A variable initialised from a numpy array (the pretrained VGG weights)."""
-    init = tf.constant_initializer(weights, dtype=tf.float32)
+    init = tf.constant_initializer(weights)
     return tf.get_variable(name=name, initializer=init, shape=weights.shape, dtype=tf.float32)
 
 
@@ -262,9 +264,14 @@ def weight_variable(shape, stddev=0.02, name=None):
                            initializer=tf.truncated_normal_initializer(stddev=stddev))
 
 
-def bias_variable(shape, name=None):
+def zeros_variable(shape, name=None):
     return tf.get_variable(name, shape=shape, dtype=tf.float32,
                            initializer=tf.zeros_initializer())
+
+
+def bias_variable(shape, name=None):
+    """A new bias, zeros as in the reference."""
+    return zeros_variable(shape, name=name)
 
 
 def conv2d_basic(x, W, bias):
@@ -316,8 +323,80 @@ def add_variable_summary(var):
 # Images
 # ----------------------------------------------------------------------------------------------
 
-def save_image(image, save_dir, name):
-    """Writes image (HxW or HxWxC, uint8 or values in 0..255) to <save_dir>/<name>.png."""
-    path = os.path.join(save_dir, name + ".png")
-    imageio.imwrite(path, np.asarray(image).astype(np.uint8))
+def write_image_atomically(path, image):
+    """Writes a PNG to path through a temporary name, so that no half-written image is left."""
+    part = path + ".part"
+    imageio.imwrite(part, np.asarray(image), format="PNG")
+    os.replace(part, path)
     return path
+
+
+def save_image(image, save_dir, name):
+    """Writes image (HxW or HxWxC, values 0..255) to <save_dir>/<name>.png (the reference's name)."""
+    return write_image_atomically(os.path.join(save_dir, name + ".png"),
+                                  np.asarray(image).astype(np.uint8))
+
+
+def label_palette(num_classes=151):
+    """num_classes distinct RGB colours, class 0 black.
+
+    The algorithm: the bits of the class index are dealt out in turn to red, green and blue, from
+    each channel's most significant bit down (index bit 0 -> red bit 7, bit 1 -> green bit 7,
+    bit 2 -> blue bit 7, bit 3 -> red bit 6, ...). It is a bijection of 0..2^24-1, so the colours
+    are distinct, and neighbouring indices differ in their brightest bits.
+    """
+    palette = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        value, rgb = index, [0, 0, 0]
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= (value & 1) << bit
+                value >>= 1
+        palette[index] = rgb
+    return palette
+
+
+def colorize(labels, palette=None):
+    """Labels [H,W] or [H,W,1] -> an RGB uint8 image with the palette's colours."""
+    palette = label_palette() if palette is None else palette
+    labels = np.asarray(labels)
+    if labels.ndim == 3:
+        labels = labels[..., 0]
+    return palette[labels]
+
+
+def blend(image, colours, alpha=0.5):
+    """The colour map laid over the image, alpha of the colours (both uint8 RGB, same size)."""
+    mixed = (1 - alpha) * np.asarray(image, np.float32) + alpha * np.asarray(colours, np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def side_by_side_panel(image, ground_truth, prediction, class_names, palette=None,
+                       min_tile_width=256):
+    """input | ground truth | prediction in colour, above a legend of the classes present by name."""
+    from PIL import Image, ImageDraw  # Pillow: installed with imageio, used only for the legend
+
+    palette = label_palette() if palette is None else palette
+    gt = np.asarray(ground_truth).reshape(np.asarray(ground_truth).shape[:2])
+    pred = np.asarray(prediction).reshape(gt.shape)
+    row = np.concatenate([np.asarray(image, np.uint8), colorize(gt, palette),
+                          colorize(pred, palette)], axis=1)
+    # Small inputs are enlarged (nearest neighbour, so labels stay crisp) to a readable size.
+    zoom = max(1, -(-min_tile_width // gt.shape[1]))
+    row = row.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    height, width = row.shape[:2]
+    present = sorted(set(np.unique(gt).tolist()) | set(np.unique(pred).tolist()))
+    entry_width, line_height = 160, 14
+    columns = max(1, width // entry_width)
+    legend_rows = (len(present) + columns - 1) // columns
+    canvas = Image.new("RGB", (width, height + 4 + legend_rows * line_height), "white")
+    canvas.paste(Image.fromarray(row), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, k in enumerate(present):
+        x = (i % columns) * entry_width + 2
+        y = height + 4 + (i // columns) * line_height
+        draw.rectangle([x, y + 1, x + 10, y + 11], fill=tuple(int(c) for c in palette[k]),
+                       outline="black")
+        name = class_names[k] if k < len(class_names) else str(k)
+        draw.text((x + 14, y), ("%d %s" % (k, name))[:24], fill="black")
+    return np.asarray(canvas)

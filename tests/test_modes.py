@@ -1,0 +1,209 @@
+"""The modes through the command line: train and resume, validate, visualize, predict, refusals."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import FCN
+from tests.make_dataset import make_scene_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--image_size=64", "--batch_size=2"]
+
+
+def run_fcn(*args, expect=0):
+    """Runs `python FCN.py args`; returns its output (stdout and stderr)."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "FCN.py")] + list(args),
+                          capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == expect, out[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def scene_data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("scene"))
+    make_scene_dataset(root, n_train=8, n_val=5, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dirs(scene_data, model_dir):
+    return ["--data_dir=" + scene_data, "--model_dir=" + model_dir]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, dirs):
+    """A logs_dir after 3 steps of training, and what the run printed."""
+    logs = str(tmp_path_factory.mktemp("logs"))
+    out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=3", "--log_every=1",
+                  "--save_every=2", *(SMALL + dirs))
+    return logs, out
+
+
+def test_train_writes_checkpoints_events_and_settings(trained):
+    logs, out = trained
+    assert "step 3 loss" in out and "images/s" in out and "eta" in out
+    assert os.path.exists(os.path.join(logs, "model.ckpt-2.index"))
+    assert os.path.exists(os.path.join(logs, "model.ckpt-3.index"))
+    assert tf.train.latest_checkpoint(logs).endswith("model.ckpt-3")
+    assert glob.glob(os.path.join(logs, "train", "events.out.tfevents.*"))
+    assert glob.glob(os.path.join(logs, "validation", "events.out.tfevents.*"))
+    with open(os.path.join(logs, "settings.json")) as f:
+        settings = json.load(f)
+    assert settings["batch_size"] == 2 and settings["image_size"] == 64
+    assert not os.path.exists(os.path.join(logs, "train.lock"))
+
+
+def test_train_again_continues_from_the_saved_step(trained, dirs, tmp_path):
+    logs = str(tmp_path / "logs")
+    shutil.copytree(trained[0], logs)
+    out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=5", "--log_every=1",
+                  *(SMALL + dirs))
+    assert "(step 3)" in out
+    assert "step 4 loss" in out and "step 5 loss" in out and "step 1 loss" not in out
+    assert tf.train.latest_checkpoint(logs).endswith("model.ckpt-5")
+    assert int(tf.train.load_variable(logs, "global_step")) == 5
+
+
+def test_train_at_max_iterations_does_nothing(trained, dirs):
+    out = run_fcn("--mode=train", "--logs_dir=" + trained[0], "--max_iterations=3",
+                  *(SMALL + dirs))
+    assert "already reached --max_iterations=3" in out
+
+
+def test_a_checkpoint_without_global_step_restores_with_the_step_of_its_name(vgg, dirs, tmp_path):
+    logs = str(tmp_path / "logs")
+    os.makedirs(logs)
+    # The original implementation's graph: the network and Adam, no global_step.
+    with tf.Graph().as_default():
+        image = tf.placeholder(tf.float32, [None, None, None, 3])
+        annotation = tf.placeholder(tf.int32, [None, None, None, 1])
+        _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        FCN.train(FCN.pixel_loss(logits, annotation), tf.trainable_variables(), 1e-4, False)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            w8 = sess.run([v for v in tf.global_variables() if v.op.name == "inference/W8"][0])
+            tf.train.Saver().save(sess, os.path.join(logs, "model.ckpt"), global_step=7)
+    assert "global_step" not in dict(tf.train.list_variables(os.path.join(logs, "model.ckpt-7")))
+    out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=8", "--log_every=1",
+                  *(SMALL + dirs))
+    assert "model.ckpt-7 (step 7)" in out and "step 8 loss" in out
+    assert int(tf.train.load_variable(logs, "global_step")) == 8
+    # Trained on from the restored weights, not from a fresh initialisation.
+    w8_after = tf.train.load_variable(logs, "inference/W8")
+    assert np.abs(w8_after - w8).max() < 0.01 < np.abs(w8).max()
+
+
+def _labelled_pixels(data_dir):
+    folder = os.path.join(data_dir, "ADEChallengeData2016", "annotations", "validation")
+    return sum(int((imageio.imread(p) > 0).sum()) for p in glob.glob(os.path.join(folder, "*")))
+
+
+def test_validate_writes_the_benchmark_metrics(trained, dirs, scene_data):
+    logs = trained[0]
+    out = run_fcn("--mode=validate", "--logs_dir=" + logs, *(SMALL + dirs))
+    assert "validated 5/5 images" in out and "mean IoU" in out
+    with open(os.path.join(logs, "validation_metrics.json")) as f:
+        result = json.load(f)
+    for key in ("num_images", "pixel_accuracy", "mean_accuracy", "mean_iou",
+                "frequency_weighted_iou", "benchmark_score", "loss", "per_class_iou",
+                "class_names", "confusion_matrix", "checkpoint", "skipped"):
+        assert key in result, key
+    assert result["num_images"] == 5 and result["skipped"] == []
+    assert result["checkpoint"]["step"] == 3
+    assert result["class_names"][1] == "wall" and len(result["per_class_iou"]) == 151
+    confusion = np.array(result["confusion_matrix"])
+    assert confusion.shape == (151, 151)
+    # Scored at the annotations' own sizes, over the pixels labelled other than 0.
+    assert confusion.sum() == _labelled_pixels(scene_data)
+    assert confusion[0].sum() == 0
+    # The metrics, recomputed here from the matrix.
+    tp = np.diag(confusion)[1:].astype(float)
+    rows, cols = confusion.sum(1)[1:], confusion.sum(0)[1:]
+    union = rows + cols - tp
+    iou = tp[union > 0] / union[union > 0]
+    assert result["pixel_accuracy"] == pytest.approx(tp.sum() / confusion.sum())
+    assert result["mean_iou"] == pytest.approx(iou.mean())
+    assert result["mean_accuracy"] == pytest.approx((tp[rows > 0] / rows[rows > 0]).mean())
+    assert result["benchmark_score"] == pytest.approx((tp.sum() / confusion.sum() + iou.mean()) / 2)
+    assert np.isfinite(result["loss"]) and result["loss"] > 0
+
+
+def test_visualize_writes_the_reference_files_and_panels(trained, dirs):
+    logs = trained[0]
+    run_fcn("--mode=visualize", "--logs_dir=" + logs, *(SMALL + dirs))
+    for k in range(2):
+        for name, shape in (("inp_%d", (64, 64, 3)), ("gt_%d", (64, 64)), ("pred_%d", (64, 64)),
+                            ("gt_c%d", (64, 64, 3)), ("pred_c%d", (64, 64, 3))):
+            assert imageio.imread(os.path.join(logs, name % k + ".png")).shape == shape, name
+        panel = imageio.imread(os.path.join(logs, "panel_%d.png" % k))
+        assert panel.shape[1] == 3 * 256 and panel.shape[0] > 256
+    assert imageio.imread(os.path.join(logs, "gt_0.png")).max() <= 150
+
+
+def test_predict_keeps_each_image_size(trained, dirs, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    imageio.imwrite(str(folder / "wide.jpg"), rng.randint(0, 255, (50, 90, 3)).astype(np.uint8))
+    imageio.imwrite(str(folder / "gray.png"), rng.randint(0, 255, (70, 33)).astype(np.uint8))
+    out_dir = tmp_path / "out"
+    run_fcn("--mode=predict", "--logs_dir=" + trained[0], "--image=" + str(folder),
+            "--output_dir=" + str(out_dir), *(SMALL + dirs))
+    assert imageio.imread(str(out_dir / "wide_pred.png")).shape == (50, 90)
+    assert imageio.imread(str(out_dir / "wide_pred_c.png")).shape == (50, 90, 3)
+    assert imageio.imread(str(out_dir / "gray_pred.png")).shape == (70, 33)
+    run_fcn("--mode=predict", "--logs_dir=" + trained[0], "--resize",
+            "--image=" + str(folder / "wide.jpg"), "--output_dir=" + str(out_dir / "r"),
+            *(SMALL + dirs))
+    assert imageio.imread(str(out_dir / "r" / "wide_pred.png")).shape == (50, 90)
+
+
+@pytest.mark.parametrize("mode", ["visualize", "validate", "predict"])
+def test_modes_without_a_checkpoint_refuse_with_exit_2(mode, dirs, tmp_path, scene_data):
+    images = os.path.join(scene_data, "ADEChallengeData2016", "images", "validation")
+    out = run_fcn("--mode=" + mode, "--logs_dir=" + str(tmp_path), "--image=" + images,
+                  *(SMALL + dirs), expect=2)
+    assert "no checkpoint in --logs_dir" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--mode=bogus", "--mode=bogus is not a mode"),
+    ("--batch_size=0", "--batch_size=0: it must be at least 1"),
+    ("--image_size=100", "--image_size=100: it must be a positive multiple of 32"),
+])
+def test_bad_flags_refuse_with_exit_2(flag, message, dirs, tmp_path):
+    out = run_fcn("--logs_dir=" + str(tmp_path), *(dirs + [flag]), expect=2)
+    assert message in out and "Traceback" not in out
+
+
+def test_palette_is_distinct_with_class_0_black():
+    import TensorflowUtils as utils
+    palette = utils.label_palette(151)
+    assert palette.shape == (151, 3) and palette.dtype == np.uint8
+    assert len({tuple(c) for c in palette}) == 151
+    assert tuple(palette[0]) == (0, 0, 0)
+    # The documented bit-dealing: index 1 -> red's top bit, 2 -> green's, 4 -> blue's, 8 -> red 6.
+    assert [tuple(palette[i]) for i in (1, 2, 4, 8)] == [(128, 0, 0), (0, 128, 0), (0, 0, 128),
+                                                          (64, 0, 0)]
+
+
+def test_step_from_checkpoint_name():
+    assert FCN.step_from_checkpoint_name(os.path.join("logs", "model.ckpt-500")) == 500
+    assert FCN.step_from_checkpoint_name("model.ckpt") == 0
+
+
+def test_pad_to_multiple_fills_with_the_mean_pixel():
+    image = np.ones((33, 64, 3), np.float32)
+    padded, size = FCN.pad_to_multiple(image, 32, [1.0, 2.0, 3.0])
+    assert padded.shape == (64, 64, 3) and size == (33, 64)
+    np.testing.assert_array_equal(padded[33:], np.broadcast_to([1.0, 2.0, 3.0], (31, 64, 3)))
+    np.testing.assert_array_equal(padded[:33], 1.0)
