@@ -1,0 +1,640 @@
+"""Throughput of the FCN-8s port on this machine, against a ceiling measured in the same run.
+
+    python benchmarks/bench.py [--quick] [--precision fp32|bf16|both] [--json FILE]
+
+Sections (each prints its rows; --json writes them all, nested, to FILE):
+  ceiling    GFLOP/s of one 3x3 256->256 convolution, fp32 and bf16: what this CPU and
+             TensorFlow's kernels reach on the network's most common layer shape.
+  train      images/s of the full step (forward, backward, Adam), data fed from numpy arrays,
+             and its GFLOP/s from the analytic count (fcn8s_forward_gflop), as a fraction of
+             the fp32 ceiling.
+  inference  the same for the forward pass alone, fetching the prediction.
+  reader     BatchDatset.next_batch images/s, time to the first batch and peak RSS, on JPEGs
+             and PNGs generated here; each record count runs in a fresh process, so that its
+             peak RSS is the reader's and not this process's.
+  end_to_end the training loop fed by the reader against the step alone.
+The reader sections are "n/a" when BatchDatsetReader.BatchDatset cannot be imported; the bf16
+rows are "n/a" when FCN.inference has no precision argument.
+
+Every timing is the best of several timed runs after warm-up (other work on the machine only ever
+adds time, so the minimum is the least disturbed figure); the median is kept in the JSON too.
+Each measurement also records cpu_share, this process's CPU time over wall time x cores during
+the timed runs: near 1 for the compute-bound sections when the machine was ours, lower when other
+processes took cores (the load averages at start and end say the same more coarsely).
+"""
+import argparse
+import inspect
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # FCN.py and friends are flat top-level modules
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+NUM_CLASSES = 151
+READER_RESULT_PREFIX = "READER_RESULT "
+NA_READER = "n/a (BatchDatsetReader not available)"
+
+# Sizes of one run. "full" is what the report's figures mean; "quick" only proves the script works.
+SETTINGS = {
+    "full": dict(image_size=224, train_batches=(10, 2), inference_batch=10,
+                 ceiling_shape=(8, 56, 56, 256), convs_per_run=4, warmup=1,
+                 timed_runs={"ceiling": 5, "large_batch": 3, "small_batch": 5, "loop": 3},
+                 reader_records=(200, 2000), reader_batch=10, source_image=(512, 683),
+                 distinct_files=40),
+    "quick": dict(image_size=64, train_batches=(2, 1), inference_batch=2,
+                  ceiling_shape=(2, 16, 16, 256), convs_per_run=2, warmup=1,
+                  timed_runs={"ceiling": 2, "large_batch": 1, "small_batch": 1, "loop": 1},
+                  reader_records=(20, 40), reader_batch=2, source_image=(96, 128),
+                  distinct_files=4),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The analytic FLOP count (pure)
+# ----------------------------------------------------------------------------------------------
+
+def _halve(size, times):
+    """The side after `times` 2x2 stride-2 SAME pools: each rounds up."""
+    for _ in range(times):
+        size = -(-size // 2)
+    return size
+
+
+def fcn8s_conv_layers(h, w):
+    """The convolutions of FCN-8s on an h x w image, in order, as
+    (name, out_height, out_width, dense_kernel_side, cin, cout).
+
+    conv5_4 is left out: the head starts from conv5_3, so conv5_4 feeds nothing and is pruned.
+    A transposed convolution of kernel k and stride s does (k/s)^2 multiply-adds per output pixel
+    per channel pair (each output sees k/s input pixels per axis), so it is listed as a dense
+    convolution of side k/s at its output resolution.
+    """
+    vgg_blocks = (  # (pools before the block, [(name, cin, cout), ...])
+        (0, [("conv1_1", 3, 64), ("conv1_2", 64, 64)]),
+        (1, [("conv2_1", 64, 128), ("conv2_2", 128, 128)]),
+        (2, [("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256),
+             ("conv3_4", 256, 256)]),
+        (3, [("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512),
+             ("conv4_4", 512, 512)]),
+        (4, [("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512)]),
+    )
+    layers = []
+    for pools, convs in vgg_blocks:
+        for name, cin, cout in convs:
+            layers.append((name, _halve(h, pools), _halve(w, pools), 3, cin, cout))
+    h32, w32 = _halve(h, 5), _halve(w, 5)
+    layers += [("fc6", h32, w32, 7, 512, 4096),
+               ("fc7", h32, w32, 1, 4096, 4096),
+               ("fc8", h32, w32, 1, 4096, NUM_CLASSES),
+               # Transposed: kernel 4 stride 2 -> side 2; kernel 16 stride 8 -> side 2.
+               ("conv_t1", _halve(h, 4), _halve(w, 4), 4 // 2, NUM_CLASSES, 512),
+               ("conv_t2", _halve(h, 3), _halve(w, 3), 4 // 2, 512, 256),
+               ("conv_t3", h, w, 16 // 8, 256, NUM_CLASSES)]
+    return layers
+
+
+def conv_gflop(out_h, out_w, k, cin, cout):
+    """2 * H * W * k * k * cin * cout: one multiply and one add per weight per output pixel."""
+    return 2.0 * out_h * out_w * k * k * cin * cout / 1e9
+
+
+def fcn8s_gflop_by_layer(h, w):
+    """{layer name: forward GFLOP} for one h x w image."""
+    return {name: conv_gflop(oh, ow, k, cin, cout)
+            for name, oh, ow, k, cin, cout in fcn8s_conv_layers(h, w)}
+
+
+def fcn8s_forward_gflop(h, w):
+    """Forward GFLOP of FCN-8s's convolutions for one h x w image (about 66.3 at 224x224)."""
+    return sum(fcn8s_gflop_by_layer(h, w).values())
+
+
+# A training step is taken as 3x the forward: the backward pass computes, per convolution, the
+# gradient of its input and of its kernel, each as much work as the forward.
+TRAIN_FLOP_FACTOR = 3.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers (pure)
+# ----------------------------------------------------------------------------------------------
+
+def precision_kwargs(function, precision):
+    """The keyword arguments that ask `function` for `precision`, or None when it cannot.
+
+    fp32 is what a function without a precision argument computes, so it gets {}.
+    """
+    if "precision" in inspect.signature(function).parameters:
+        return {"precision": precision}
+    return {} if precision == "fp32" else None
+
+
+def summarize_times(seconds, work_per_run):
+    """{'best': work/s of the fastest run, 'median': work/s of the median run} for timed runs."""
+    return {"best": work_per_run / min(seconds), "median": work_per_run / statistics.median(seconds)}
+
+
+def precisions_of(choice):
+    return ("fp32", "bf16") if choice == "both" else (choice,)
+
+
+def cpu_model(cpuinfo_text):
+    """The first 'model name' of /proc/cpuinfo's text, or 'unknown'."""
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return "unknown"
+
+
+def flatten(results, prefix=""):
+    """[(dotted key, value)] of a nested dict, in insertion order (for the table and the tests)."""
+    rows = []
+    for key, value in results.items():
+        name = prefix + str(key)
+        if isinstance(value, dict):
+            rows += flatten(value, name + ".")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def disturbed_rows(results, threshold=0.8):
+    """The measurements whose cpu_share is below threshold: done while others used cores."""
+    return [key[:-len(".cpu_share")] for key, value in flatten(results)
+            if key.endswith(".cpu_share") and value < threshold]
+
+
+def format_value(value):
+    if isinstance(value, float):
+        return "%.4g" % value
+    if isinstance(value, (list, tuple)):
+        return " ".join(format_value(v) for v in value)
+    return str(value)
+
+
+def format_table(results):
+    rows = flatten(results)
+    width = max(len(key) for key, _ in rows)
+    return "\n".join("%-*s  %s" % (width, key, format_value(value)) for key, value in rows)
+
+
+def process_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_share(cpu_seconds, wall_seconds, cores):
+    """The fraction of the machine this process used: 1.0 when it kept every core busy. Well
+    below 1 during a compute-bound measurement means others took cores from it (the load)."""
+    return cpu_seconds / (wall_seconds * cores)
+
+
+def time_runs(run, warmup, repeats):
+    """(seconds of each of `repeats` calls of run(), cpu_share over them), after `warmup`
+    untimed calls (graph optimisation and oneDNN primitive creation happen on the first call of
+    a shape)."""
+    for _ in range(warmup):
+        run()
+    seconds = []
+    cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    share = cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
+                      len(os.sched_getaffinity(0)))
+    return seconds, share
+
+
+def rss_mb():
+    """This process's resident set now, from /proc/self/status (MB)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorFlow set-up
+# ----------------------------------------------------------------------------------------------
+
+def session_config():
+    """(config, description): FCN's own session settings when it has them, else TF's default."""
+    import tensorflow.compat.v1 as tf
+    import FCN
+    make = getattr(FCN, "session_config", None)
+    if callable(make):
+        return make(), "FCN.session_config()"
+    return tf.ConfigProto(), "default tf.ConfigProto()"
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. The ceiling
+# ----------------------------------------------------------------------------------------------
+
+def measure_ceiling(dtype_name, shape, convs_per_run, warmup, repeats, config):
+    """GFLOP/s of a chain of convs_per_run 3x3 SAME convolutions (cin = cout = shape[3]) on a
+    variable input, in one session.run, so that the per-run overhead is spread over the chain."""
+    import tensorflow.compat.v1 as tf
+    dtype = {"fp32": tf.float32, "bf16": tf.bfloat16}[dtype_name]
+    n, h, w, c = shape
+    graph = tf.Graph()
+    with graph.as_default():
+        # The bf16 variables hold bf16 values from the start: the chain casts nothing per run.
+        # A kernel std of 1/sqrt(9c) keeps the activations near unit variance along the chain,
+        # away from overflow and from denormals, either of which would time something else.
+        images = tf.Variable(tf.cast(tf.random.normal([n, h, w, c], seed=1), dtype))
+        kernel = tf.Variable(tf.cast(tf.random.normal([3, 3, c, c], stddev=(9.0 * c) ** -0.5,
+                                                      seed=2), dtype))
+        out = images
+        for _ in range(convs_per_run):
+            out = tf.nn.conv2d(out, kernel, strides=1, padding="SAME")
+        # Fetch a reduction of the last output, not tf.group(out): Grappler prunes a pure
+        # computation that only a control dependency asks for, and the "convolutions" then
+        # take no time at all (measured: a million GFLOP/s).
+        checksum = tf.reduce_sum(tf.cast(out, tf.float32))
+        with tf.Session(graph=graph, config=config) as sess:
+            sess.run(tf.global_variables_initializer())
+            seconds, share = time_runs(lambda: sess.run(checksum), warmup, repeats)
+            if not math.isfinite(sess.run(checksum)):
+                raise RuntimeError("the ceiling chain overflowed; its timing would mean nothing")
+    gflop = convs_per_run * conv_gflop(h, w, 3, c, c) * n
+    speed = summarize_times(seconds, gflop)
+    return {"gflops": speed["best"], "gflops_median": speed["median"],
+            "gflop_per_run": gflop, "runs": len(seconds), "cpu_share": share}
+
+
+# ----------------------------------------------------------------------------------------------
+# 2., 3. and 5. The network
+# ----------------------------------------------------------------------------------------------
+
+def build_network(image_size, precision_args, config):
+    """A graph with FCN-8s, its loss and its Adam step, and a session with the variables set.
+
+    precision_args: {'inference': kwargs, 'train': kwargs}, from precision_kwargs.
+    Returns (session, tensors).
+    """
+    import tensorflow.compat.v1 as tf
+    import FCN
+    from tests.make_vgg_mat import MEAN_PIXEL, vgg19_kernels
+    graph = tf.Graph()
+    with graph.as_default():
+        image = tf.placeholder(tf.float32, [None, image_size, image_size, 3], name="input_image")
+        annotation = tf.placeholder(tf.int32, [None, image_size, image_size, 1], name="annotation")
+        keep_prob = tf.placeholder(tf.float32, name="keep_probabilty")
+        pred, logits = FCN.inference(image, keep_prob, vgg=(vgg19_kernels(0), MEAN_PIXEL),
+                                     debug=False, **precision_args["inference"])
+        loss = FCN.pixel_loss(logits, annotation)
+        train_op = FCN.train(loss, tf.trainable_variables(), learning_rate=1e-4, debug=False,
+                             **precision_args["train"])
+        init = tf.global_variables_initializer()
+    sess = tf.Session(graph=graph, config=config)
+    sess.run(init)
+    return sess, dict(image=image, annotation=annotation, keep_prob=keep_prob, pred=pred,
+                      train_op=train_op)
+
+
+def random_batch(batch, size, seed=0):
+    """Pre-made numpy data: images 0..255 float32 [B,S,S,3], labels int32 0..150 [B,S,S,1]."""
+    rng = np.random.RandomState(seed)
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    labels = rng.randint(0, NUM_CLASSES, (batch, size, size, 1)).astype(np.int32)
+    return images, labels
+
+
+def throughput_row(timing, batch, gflop_per_image, ceilings, precision):
+    """images/s, GFLOP/s and fractions of the ceilings from time_runs' timing of one batch."""
+    seconds, share = timing
+    images = summarize_times(seconds, batch)
+    row = {"batch": batch, "images_per_s": images["best"],
+           "images_per_s_median": images["median"], "step_s": min(seconds),
+           "gflops": images["best"] * gflop_per_image,
+           "fraction_of_fp32_ceiling": images["best"] * gflop_per_image
+           / ceilings["fp32"]["gflops"], "cpu_share": share}
+    if precision != "fp32":
+        row["fraction_of_%s_ceiling" % precision] = (images["best"] * gflop_per_image
+                                                    / ceilings[precision]["gflops"])
+    return row
+
+
+def measure_train(sess, t, batch, size, warmup, repeats):
+    images, labels = random_batch(batch, size)
+    feed = {t["image"]: images, t["annotation"]: labels, t["keep_prob"]: 0.85}
+    return time_runs(lambda: sess.run(t["train_op"], feed), warmup, repeats)
+
+
+def measure_inference(sess, t, batch, size, warmup, repeats):
+    images, _ = random_batch(batch, size, seed=1)
+    feed = {t["image"]: images, t["keep_prob"]: 1.0}
+    return time_runs(lambda: sess.run(t["pred"], feed), warmup, repeats)
+
+
+def merge_timings(timings):
+    """One (seconds, cpu_share) of several time_runs results: all the runs, and the share
+    weighted by each result's time."""
+    seconds = [run for runs, _ in timings for run in runs]
+    share = sum(sum(runs) * share for runs, share in timings) / sum(seconds)
+    return seconds, share
+
+
+def measure_loop_and_step(sess, t, reader, batch, size, warmup, repeats):
+    """(loop timing, step timing) in time_runs' form: iterations of the training loop fed by
+    reader.next_batch, and steps alone on pre-made arrays, taken in turn so that both see the
+    same load (a step timed minutes earlier may have shared the cores with something else)."""
+    images, labels = random_batch(batch, size)
+    fixed_feed = {t["image"]: images, t["annotation"]: labels, t["keep_prob"]: 0.85}
+
+    def loop_iteration():
+        images, labels = reader.next_batch(batch)
+        sess.run(t["train_op"], {t["image"]: images, t["annotation"]: labels,
+                                 t["keep_prob"]: 0.85})
+
+    loop, step = [], []
+    for i in range(repeats):
+        loop.append(time_runs(loop_iteration, warmup if i == 0 else 0, 1))
+        step.append(time_runs(lambda: sess.run(t["train_op"], fixed_feed), 0, 1))
+    return merge_timings(loop), merge_timings(step)
+
+
+def network_sections(precision, settings, ceilings, config, reader_data):
+    """{'train': ..., 'inference': ..., 'end_to_end': ...} of one precision, or n/a strings."""
+    import FCN
+    args = {"inference": precision_kwargs(FCN.inference, precision),
+            "train": precision_kwargs(FCN.train, precision)}
+    if args["inference"] is None:
+        na = "n/a (FCN.inference has no precision argument)"
+        return {"train": na, "inference": na, "end_to_end": na}
+    if args["train"] is None:  # the forward can run in bf16 while Adam's update stays fp32
+        args["train"] = {}
+    size, runs, warmup = settings["image_size"], settings["timed_runs"], settings["warmup"]
+    train_gflop = TRAIN_FLOP_FACTOR * fcn8s_forward_gflop(size, size)
+    forward_gflop = fcn8s_forward_gflop(size, size)
+    sess, t = build_network(size, args, config)
+    try:
+        train = {}
+        for batch, role in zip(settings["train_batches"], ("large_batch", "small_batch")):
+            timing = measure_train(sess, t, batch, size, warmup, runs[role])
+            train["batch%d" % batch] = throughput_row(timing, batch, train_gflop, ceilings,
+                                                      precision)
+        batch = settings["inference_batch"]
+        timing = measure_inference(sess, t, batch, size, warmup, runs["large_batch"])
+        inference = {"batch%d" % batch: throughput_row(timing, batch, forward_gflop, ceilings,
+                                                       precision)}
+        end_to_end = end_to_end_section(sess, t, settings, reader_data)
+    finally:
+        sess.close()
+    return {"train": train, "inference": inference, "end_to_end": end_to_end}
+
+
+def end_to_end_section(sess, t, settings, reader_data):
+    """The loop fed by BatchDatset against the step alone, at the large training batch."""
+    if reader_data is None:
+        return NA_READER
+    from BatchDatsetReader import BatchDatset
+    batch, size = settings["train_batches"][0], settings["image_size"]
+    records = reader_data[min(reader_data)]
+    with BatchDatset(records, {"resize": True, "resize_size": size}) as reader:
+        loop, step = measure_loop_and_step(sess, t, reader, batch, size, settings["warmup"],
+                                           settings["timed_runs"]["loop"])
+    loop_speed, step_speed = summarize_times(loop[0], batch), summarize_times(step[0], batch)
+    return {"batch": batch, "loop_images_per_s": loop_speed["best"],
+            "loop_images_per_s_median": loop_speed["median"],
+            "step_images_per_s": step_speed["best"],
+            "step_images_per_s_median": step_speed["median"],
+            "loop_over_step": loop_speed["best"] / step_speed["best"],
+            "cpu_share": merge_timings([loop, step])[1]}
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The reader
+# ----------------------------------------------------------------------------------------------
+
+def reader_available():
+    try:
+        import BatchDatsetReader
+    except Exception:  # not written yet, or broken while someone edits it
+        return False
+    return hasattr(BatchDatsetReader, "BatchDatset")
+
+
+def synthetic_scene(rng, height, width):
+    """An image with the smooth regions and edges of a photo (so that its JPEG has a photo's size
+    and decoding cost, which noise would not) and its label map, uint8 0..150."""
+    rows, cols = 6, 8
+    labels_coarse = rng.randint(0, NUM_CLASSES, (rows, cols)).astype(np.uint8)
+    colours = rng.randint(0, 256, (rows, cols, 3)).astype(np.float32)
+    ys = np.minimum(np.arange(height) * rows // height, rows - 1)
+    xs = np.minimum(np.arange(width) * cols // width, cols - 1)
+    label = labels_coarse[ys][:, xs]
+    shade = np.linspace(0.7, 1.0, width, dtype=np.float32)[None, :, None]
+    image = colours[ys][:, xs] * shade + rng.normal(0, 6, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def write_distinct_pairs(folder, count, size, seed=0):
+    """count distinct (jpg, png) pairs of size (h, w) in folder; returns their paths."""
+    import imageio.v2 as imageio
+    rng = np.random.RandomState(seed)
+    pairs = []
+    for i in range(count):
+        image, label = synthetic_scene(rng, *size)
+        jpg, png = (os.path.join(folder, "source_%04d.%s" % (i, ext)) for ext in ("jpg", "png"))
+        imageio.imwrite(jpg, image, quality=90)
+        imageio.imwrite(png, label)
+        pairs.append((jpg, png))
+    return pairs
+
+
+def link_records(folder, pairs, count):
+    """count records {'image', 'annotation', 'filename'} in folder, each a hard link (a copy where
+    links are refused) of one of the distinct pairs, in turn: distinct names, shared content."""
+    import shutil
+    os.makedirs(folder, exist_ok=True)
+    records = []
+    for i in range(count):
+        stem = "ADE_bench_%06d" % i
+        record = {"filename": stem}
+        for key, source in zip(("image", "annotation"), pairs[i % len(pairs)]):
+            path = os.path.join(folder, stem + os.path.splitext(source)[1])
+            try:
+                os.link(source, path)
+            except OSError:
+                shutil.copyfile(source, path)
+            record[key] = path
+        records.append(record)
+    return records
+
+
+def make_reader_data(folder, settings):
+    """{record count: records}, generated in folder."""
+    pairs = write_distinct_pairs(folder, settings["distinct_files"], settings["source_image"])
+    return {n: link_records(os.path.join(folder, "records%d" % n), pairs, n)
+            for n in settings["reader_records"]}
+
+
+def reader_child(records_path, batch, size):
+    """Runs in a fresh process: one epoch of next_batch over the records in records_path (JSON);
+    prints the measurements as one JSON line."""
+    from BatchDatsetReader import BatchDatset
+    with open(records_path) as f:
+        records = json.load(f)
+    baseline = rss_mb()
+    start = time.perf_counter()
+    with BatchDatset(records, {"resize": True, "resize_size": size}) as reader:
+        reader.next_batch(batch)
+        first, cpu_first = time.perf_counter(), process_cpu_seconds()
+        batches = len(records) // batch
+        for _ in range(batches - 1):
+            reader.next_batch(batch)
+        end = time.perf_counter()
+        share = cpu_share(process_cpu_seconds() - cpu_first, end - first,
+                          len(os.sched_getaffinity(0)))
+    result = {"records": len(records), "batch": batch, "first_batch_s": first - start,
+              "images_per_s": (batches - 1) * batch / (end - first), "cpu_share": share,
+              "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline,
+              "reader_rss_mb": peak_rss_mb() - baseline}
+    print(READER_RESULT_PREFIX + json.dumps(result))
+
+
+def run_reader_child(records, folder, batch, size):
+    records_path = os.path.join(folder, "records%d.json" % len(records))
+    with open(records_path, "w") as f:
+        json.dump(records, f)
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--reader-child",
+                           records_path, str(batch), str(size)],
+                          capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(READER_RESULT_PREFIX)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError("the reader benchmark failed (exit %d):\n%s"
+                           % (done.returncode, done.stderr[-2000:]))
+    result = json.loads(lines[-1][len(READER_RESULT_PREFIX):])
+    del result["records"], result["batch"]
+    return result
+
+
+def reader_section(reader_data, folder, settings):
+    if reader_data is None:
+        return NA_READER
+    return {"records%d" % n: run_reader_child(records, folder, settings["reader_batch"],
+                                              settings["image_size"])
+            for n, records in sorted(reader_data.items())}
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+def machine_description():
+    import tensorflow as tf
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = cpu_model(f.read())
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    return {"tensorflow": tf.__version__, "cpu": cpu, "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0))}
+
+
+def run(settings, precision_choice):
+    """All sections; returns the nested results."""
+    started = time.perf_counter()
+    meta = machine_description()
+    meta["loadavg_start"] = list(os.getloadavg())
+    print("TensorFlow %(tensorflow)s | CPU %(cpu)s | %(cores)d cores (%(usable_cores)d usable)"
+          % meta)
+    print("load average at start: %.2f %.2f %.2f" % tuple(meta["loadavg_start"]), flush=True)
+    config, meta["session_config"] = session_config()
+    meta.update(image_size=settings["image_size"], precision=precision_choice,
+                statistic="best of the timed runs after %d warm-up" % settings["warmup"],
+                timed_runs=dict(settings["timed_runs"]),
+                train_batches=list(settings["train_batches"]),
+                inference_batch=settings["inference_batch"],
+                reader_records=list(settings["reader_records"]))
+    size = settings["image_size"]
+    results = {"meta": meta,
+               "flops": {"image_size": size,
+                         "forward_gflop_per_image": fcn8s_forward_gflop(size, size),
+                         "train_gflop_per_image": TRAIN_FLOP_FACTOR
+                         * fcn8s_forward_gflop(size, size),
+                         "forward_gflop_by_layer": fcn8s_gflop_by_layer(size, size)}}
+
+    shape = settings["ceiling_shape"]
+    results["ceiling"] = {}
+    for precision in ("fp32", "bf16"):
+        results["ceiling"][precision] = measure_ceiling(
+            precision, shape, settings["convs_per_run"], settings["warmup"],
+            settings["timed_runs"]["ceiling"], config)
+        print("ceiling %s: %.1f GFLOP/s" % (precision, results["ceiling"][precision]["gflops"]),
+              flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="fcn-bench-") as folder:
+        reader_data = make_reader_data(folder, settings) if reader_available() else None
+        results["reader"] = reader_section(reader_data, folder, settings)
+        print("reader done", flush=True)
+        for section in ("train", "inference", "end_to_end"):
+            results[section] = {}
+        for precision in precisions_of(precision_choice):
+            sections = network_sections(precision, settings, results["ceiling"], config,
+                                        reader_data if precision == "fp32" else None)
+            for section, value in sections.items():
+                results[section][precision] = value
+            print("network %s done" % precision, flush=True)
+    # The loop is measured in fp32 only: the reader's cost does not depend on the precision.
+    results["end_to_end"] = results["end_to_end"].get("fp32", "n/a (fp32 not run)")
+
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["run_seconds"] = time.perf_counter() - started
+    return results
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes: proves the script runs, measures nothing useful")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both",
+                        help="the network's precision(s); the ceiling is always measured in both")
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    # Internal: one reader measurement in a fresh process (see reader_child).
+    parser.add_argument("--reader-child", nargs=3, metavar=("RECORDS", "BATCH", "SIZE"),
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.reader_child:
+        records_path, batch, size = args.reader_child
+        reader_child(records_path, int(batch), int(size))
+        return 0
+    results = run(SETTINGS["quick" if args.quick else "full"], args.precision)
+    print()
+    print(format_table(results))
+    print("load average at end: %.2f %.2f %.2f" % tuple(results["meta"]["loadavg_end"]))
+    disturbed = disturbed_rows(results)
+    if disturbed:
+        print("warning: other processes took CPU during: %s" % ", ".join(disturbed))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
