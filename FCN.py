@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -508,6 +509,7 @@ def run_train(settings):
                                dict(settings, tensorflow=tf.__version__,
                                     started=time.strftime("%Y-%m-%d %H:%M:%S")))
         train_records, valid_records = _read_records(settings, check=True)
+        remove_partial_saves(logs_dir)
         checkpoint = latest_checkpoint(logs_dir)
         graph, model = _build(settings, training=True, checkpoint=checkpoint)
         with graph.as_default(), tf.Session(config=session_config()) as sess:
@@ -518,6 +520,12 @@ def run_train(settings):
             else:
                 print("No checkpoint in %s: starting from VGG-19" % logs_dir)
             saver = tf.train.Saver(model.saveable, max_to_keep=5)
+            # A new Saver knows none of the checkpoints already listed: its first save would
+            # rewrite <logs_dir>/checkpoint listing itself alone, and after each restart the
+            # older ones would be left on disk, outside max_to_keep and no longer listed.
+            state = tf.train.get_checkpoint_state(logs_dir)
+            if state is not None:
+                saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
             with _readers(settings, train_records) as train_reader, \
                     _readers(settings, valid_records) as valid_reader, StopRequest() as stop:
                 train_writer = tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph)
@@ -528,6 +536,21 @@ def run_train(settings):
                 finally:
                     train_writer.close()
                     valid_writer.close()
+
+
+def remove_partial_saves(logs_dir):
+    """Removes what a save killed halfway left: TensorFlow writes a checkpoint's data to
+    <prefix>.data-*.tempstate<n> (or a <prefix>_temp folder) and renames it when complete. Such a
+    file is never listed or read, but as large as a checkpoint (1.7 GB): a run killed during
+    saves now and then would fill the disk. Called under the train lock, so no other run is
+    saving into logs_dir."""
+    prefix = os.path.join(glob.escape(logs_dir), CHECKPOINT_PREFIX + "-*")
+    for path in glob.glob(prefix + ".data-*.tempstate*") + glob.glob(prefix + "_temp"):
+        print("Removing %s, left by a save that did not finish" % path)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            utils._remove_quietly(path)
 
 
 def _save(sess, saver, logs_dir, step):

@@ -131,21 +131,36 @@ def get_model_data(dir_path, model_url, timeout=60):
         except OSError as e:
             raise FCNError("--model_dir %s does not exist and cannot be created (%s); "
                            "pass a writable folder" % (dir_path, e.strerror))
-    path = maybe_download(model_url, dir_path, timeout=timeout)
-    return load_mat(path)
+    filename = os.path.basename(model_url.split("?")[0])
+    downloading = not os.path.exists(os.path.join(dir_path, filename))
+    path = maybe_download(model_url, dir_path, filename=filename, timeout=timeout)
+    if not downloading:
+        return load_mat(path)
+    # A download complete by its size can still be no .mat: a server's HTML page, or a file
+    # truncated at the source. Left in place it would look complete, and every later run would
+    # fail on it; removed, the next run downloads again. A file that was there before is the
+    # user's, and only named.
+    try:
+        return load_mat(path, hint="it was just downloaded from %s and is removed: run again, or "
+                                   "put imagenet-vgg-verydeep-19.mat there by hand" % model_url)
+    except FCNError:
+        _remove_quietly(path)
+        raise
 
 
-def load_mat(path, variable_names=None):
+def load_mat(path, variable_names=None, hint=None):
     """scipy.io.loadmat with the one-line error this project promises for a file that is not one.
-    variable_names: read only these top-level variables (the rest of the file is skipped)."""
+    variable_names: read only these top-level variables (the rest of the file is skipped);
+    hint: what the error tells the user to do (by default, delete the file)."""
     try:
         # struct_as_record=False gives objects with attributes; fields are looked up by name.
         return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False,
                                 variable_names=variable_names)
     except Exception as e:  # scipy raises ValueError, MatReadError, TypeError... for a bad file
-        raise FCNError("%s cannot be read as a MATLAB .mat (%s: %s); delete it so that it is "
-                       "downloaded again, or put imagenet-vgg-verydeep-19.mat there by hand"
-                       % (path, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+        hint = hint or ("delete it so that it is downloaded again, or put "
+                        "imagenet-vgg-verydeep-19.mat there by hand")
+        raise FCNError("%s cannot be read as a MATLAB .mat (%s: %s); %s"
+                       % (path, type(e).__name__, str(e).splitlines()[0] if str(e) else "", hint))
 
 
 def _unwrap(value):
