@@ -45,6 +45,8 @@ tf.flags.DEFINE_integer("max_iterations", 100001,
 tf.flags.DEFINE_integer("log_every", 10, "steps between log lines and training summaries")
 tf.flags.DEFINE_integer("save_every", 500, "steps between checkpoints and validation losses")
 tf.flags.DEFINE_integer("seed", 0, "seed for Python, NumPy, TensorFlow and the batch order")
+tf.flags.DEFINE_string("precision", "fp32", "fp32, or bf16: layers computed in bfloat16, variables, "
+                       "optimizer and loss in float32 (checkpoints interchangeable)")
 # ---- predict ----
 tf.flags.DEFINE_string("image", "", "predict: an image file or a folder of images")
 tf.flags.DEFINE_bool("resize", False, "predict at --image_size and resize the labels back, "
@@ -55,6 +57,9 @@ MODEL_URL = "http://www.vlfeat.org/matconvnet/models/beta16/imagenet-vgg-verydee
 
 NUM_OF_CLASSESS = 151  # 150 ADE20K classes and 0, "other" (the reference's spelling)
 IMAGE_SIZE = 224
+
+# --precision: the dtype the layers compute in (variables and the optimizer are float32 in both).
+COMPUTE_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
 
 # VGG-19 up to conv5_4, in order. Pooling after blocks 1-4 only: the head pools conv5_3 itself.
 VGG_LAYERS = (
@@ -123,19 +128,22 @@ def _fc_as_conv(x, shape, index, keep_prob, debug):
     relu = tf.nn.relu(utils.conv2d_basic(x, W, b), name="relu" + index)
     if debug:
         utils.add_activation_summary(relu)
-    return tf.nn.dropout(relu, rate=1.0 - keep_prob)
+    return tf.nn.dropout(relu, rate=tf.cast(1.0 - keep_prob, relu.dtype))
 
 
-def inference(image, keep_prob, vgg=None, debug=None):
+def inference(image, keep_prob, vgg=None, debug=None, precision="fp32"):
     """FCN-8s. image: float [N,H,W,3], RGB 0..255, H and W multiples of 32 (N, H, W may be None).
 
     vgg: (weights, mean_pixel) from load_vgg(); loaded from --model_dir when None.
+    precision: 'fp32', or 'bf16' to compute the layers in bfloat16 while the variables stay
+    float32 (the same checkpoints); the logits are float32 either way.
     Returns (annotation_pred [N,H,W,1] int64, logits [N,H,W,NUM_OF_CLASSESS]).
     """
     debug = _flag("debug") if debug is None else debug
     print("setting up vgg initialized conv layers ...")
     weights, mean_pixel = load_vgg() if vgg is None else vgg
     processed_image = utils.process_image(image, mean_pixel.astype(np.float32))
+    processed_image = tf.cast(processed_image, COMPUTE_DTYPES[precision])
 
     with tf.variable_scope("inference"):
         image_net = vgg_net(weights, processed_image, debug=debug)
@@ -174,6 +182,8 @@ def inference(image, keep_prob, vgg=None, debug=None):
         conv_t3 = utils.conv2d_transpose_strided(fuse_2, W_t3, b_t3, output_shape=deconv_shape3,
                                                  stride=8)
 
+        # The softmax, the loss and the argmax in float32 whatever the precision.
+        conv_t3 = tf.cast(conv_t3, tf.float32)
         annotation_pred = tf.argmax(conv_t3, axis=3, name="prediction")
 
     return tf.expand_dims(annotation_pred, axis=3), conv_t3
@@ -224,6 +234,9 @@ def check_settings(settings):
     if settings["image_size"] < 32 or settings["image_size"] % 32:
         raise utils.FCNError("--image_size=%d: it must be a positive multiple of 32 (the "
                              "network downsamples by 32), e.g. 224" % settings["image_size"])
+    if settings["precision"] not in COMPUTE_DTYPES:
+        raise utils.FCNError("--precision=%s: use %s" % (settings["precision"],
+                                                         " or ".join(COMPUTE_DTYPES)))
     if not settings["learning_rate"] > 0:
         raise utils.FCNError("--learning_rate=%g: it must be positive" % settings["learning_rate"])
     if settings["mode"] == "predict" and not settings["image"]:
@@ -333,12 +346,12 @@ class Model:
     """The graph every mode builds: placeholders, the network, its loss (and for training the
     global step, the Adam update and the summaries)."""
 
-    def __init__(self, vgg, training, debug=False, learning_rate=1e-4):
+    def __init__(self, vgg, training, debug=False, learning_rate=1e-4, precision="fp32"):
         self.image = tf.placeholder(tf.float32, shape=[None, None, None, 3], name="input_image")
         self.annotation = tf.placeholder(tf.int32, shape=[None, None, None, 1], name="annotation")
         self.keep_probability = tf.placeholder(tf.float32, name="keep_probabilty")
         self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
-                                                      vgg=vgg, debug=debug)
+                                                      vgg=vgg, debug=debug, precision=precision)
         self.loss = pixel_loss(self.logits, self.annotation)
         # Each image's mean cross-entropy (validate weighs every image once, whatever its batch).
         self.image_losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -373,7 +386,7 @@ def _build(settings, training, checkpoint):
         else:
             vgg = (None, mean_pixel_for_restore(settings["model_dir"]))
         model = Model(vgg, training, debug=settings["debug"] and training,
-                      learning_rate=settings["learning_rate"])
+                      learning_rate=settings["learning_rate"], precision=settings["precision"])
     return graph, model
 
 
@@ -777,8 +790,8 @@ def run_predict(settings):
 
 def current_settings():
     names = ("mode", "debug", "logs_dir", "data_dir", "model_dir", "batch_size", "learning_rate",
-             "image_size", "max_iterations", "log_every", "save_every", "seed", "image", "resize",
-             "output_dir")
+             "image_size", "max_iterations", "log_every", "save_every", "seed", "precision",
+             "image", "resize", "output_dir")
     return {name: _flag(name) for name in names}
 
 

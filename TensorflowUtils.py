@@ -289,13 +289,21 @@ def bias_variable(shape, name=None):
     return zeros_variable(shape, name=name)
 
 
+def _as_compute_dtype(x, *params):
+    """The float32 variables cast to the activations' dtype (bfloat16 under --precision=bf16):
+    the variables, their gradients and Adam stay float32, the arithmetic follows x."""
+    return [p if p.dtype.base_dtype == x.dtype.base_dtype else tf.cast(p, x.dtype) for p in params]
+
+
 def conv2d_basic(x, W, bias):
+    W, bias = _as_compute_dtype(x, W, bias)
     conv = tf.nn.conv2d(x, W, strides=[1, 1, 1, 1], padding="SAME")
     return tf.nn.bias_add(conv, bias)
 
 
 def conv2d_transpose_strided(x, W, b, output_shape, stride=2):
     """Learned upsampling: W is [k, k, out_channels, in_channels], as tf.nn.conv2d_transpose wants."""
+    W, b = _as_compute_dtype(x, W, b)
     conv = tf.nn.conv2d_transpose(x, W, output_shape, strides=[1, stride, stride, 1],
                                   padding="SAME")
     return tf.nn.bias_add(conv, b)
@@ -321,6 +329,7 @@ def process_image(image, mean_pixel):
 def add_activation_summary(var):
     if var is not None:
         name = var.op.name
+        var = tf.cast(var, tf.float32)  # summaries want float32 (bf16 activations too)
         tf.summary.histogram(name + "/activation", var)
         tf.summary.scalar(name + "/sparsity", tf.nn.zero_fraction(var))
 
