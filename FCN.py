@@ -125,7 +125,7 @@ def _fc_as_conv(x, shape, index, keep_prob, debug):
     """
     W = utils.weight_variable(shape, name="W" + index)
     b = utils.bias_variable([shape[3]], name="b" + index)
-    relu = tf.nn.relu(utils.conv2d_basic(x, W, b), name="relu" + index)
+    relu = tf.nn.relu(utils.conv2d_as_matmul(x, W, b), name="relu" + index)
     if debug:
         utils.add_activation_summary(relu)
     return tf.nn.dropout(relu, rate=tf.cast(1.0 - keep_prob, relu.dtype))
@@ -142,7 +142,13 @@ def inference(image, keep_prob, vgg=None, debug=None, precision="fp32"):
     debug = _flag("debug") if debug is None else debug
     print("setting up vgg initialized conv layers ...")
     weights, mean_pixel = load_vgg() if vgg is None else vgg
-    processed_image = utils.process_image(image, mean_pixel.astype(np.float32))
+    # The skips add maps of 1/16 and 1/8 of the input size, and conv_t3 gives 8x its input:
+    # any other size would fail later with a shape error that does not say why.
+    size_check = tf.debugging.assert_equal(
+        tf.math.floormod(tf.shape(image)[1:3], 32), 0,
+        message="FCN.inference needs an image height and width that are multiples of 32")
+    with tf.control_dependencies([size_check]):
+        processed_image = utils.process_image(image, mean_pixel.astype(np.float32))
     processed_image = tf.cast(processed_image, COMPUTE_DTYPES[precision])
 
     with tf.variable_scope("inference"):
@@ -175,12 +181,11 @@ def inference(image, keep_prob, vgg=None, debug=None, precision="fp32"):
         fuse_2 = tf.add(conv_t2, pool3, name="fuse_2")
 
         # Upsample x8 to the input size: the per-pixel class scores.
-        shape = tf.shape(image)
-        deconv_shape3 = tf.stack([shape[0], shape[1], shape[2], NUM_OF_CLASSESS])
         W_t3 = utils.weight_variable([16, 16, NUM_OF_CLASSESS, 256], name="W_t3")
         b_t3 = utils.bias_variable([NUM_OF_CLASSESS], name="b_t3")
-        conv_t3 = utils.conv2d_transpose_strided(fuse_2, W_t3, b_t3, output_shape=deconv_shape3,
-                                                 stride=8)
+        # conv2d_transpose_strided(fuse_2, W_t3, b_t3, [N, H, W, 151], stride=8), computed
+        # faster as four dense convolutions and depth_to_space (H, W are multiples of 32).
+        conv_t3 = utils.upsample_by_phases(fuse_2, W_t3, b_t3, stride=8)
 
         # The softmax, the loss and the argmax in float32 whatever the precision.
         conv_t3 = tf.cast(conv_t3, tf.float32)

@@ -1,0 +1,153 @@
+"""The faster formulations of the head's layers compute the reference's function: checked
+against numpy written from the definitions, and their gradients against TensorFlow's own ops."""
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import FCN
+import TensorflowUtils as utils
+
+
+def numpy_conv2d_transpose_same(x, kernel, bias, stride):
+    """The transposed convolution by its definition: input pixel (i, j) adds kernel tap (t, u)
+    times its value to output pixel (stride*i + t - pad, stride*j + u - pad), with the padding
+    TensorFlow's SAME gives an output of stride x the input (pad = (k - stride) // 2).
+    kernel is [k, k, out, in], as tf.nn.conv2d_transpose takes it."""
+    n, h, w, _ = x.shape
+    k, _, channels_out, _ = kernel.shape
+    pad = (k - stride) // 2
+    out = np.zeros((n, stride * h + k, stride * w + k, channels_out))
+    for i in range(h):
+        for j in range(w):
+            # [n, in] x [k, k, out, in] -> [n, k, k, out]
+            contribution = np.einsum("nc,tuoc->ntuo", x[:, i, j, :], kernel)
+            out[:, stride * i:stride * i + k, stride * j:stride * j + k, :] += contribution
+    return out[:, pad:pad + stride * h, pad:pad + stride * w, :] + bias
+
+
+def numpy_conv2d_same(x, kernel, bias):
+    """Stride-1 SAME correlation by its definition; kernel [k, k, in, out], k odd."""
+    n, h, w, _ = x.shape
+    k = kernel.shape[0]
+    half = k // 2
+    padded = np.pad(x, [(0, 0), (half, half), (half, half), (0, 0)])
+    out = np.zeros((n, h, w, kernel.shape[3]))
+    for t in range(k):
+        for u in range(k):
+            out += np.einsum("nhwc,co->nhwo", padded[:, t:t + h, u:u + w, :], kernel[t, u])
+    return out + bias
+
+
+def _run(build, arrays, grad_of=None):
+    """Evaluate build(*placeholders) (and, with grad_of, the gradients of sum(output * g) for a
+    fixed random g) in a fresh graph."""
+    with tf.Graph().as_default():
+        tensors = [tf.constant(a) for a in arrays]
+        out = build(*tensors)
+        fetches = [out]
+        if grad_of is not None:
+            weights = tf.constant(np.random.RandomState(9).randn(*grad_of).astype(np.float32))
+            fetches.append(tf.gradients(tf.reduce_sum(out * weights), tensors))
+        with tf.Session() as sess:
+            return sess.run(fetches)
+
+
+@pytest.mark.parametrize("stride,shape", [(8, (2, 3, 4, 5)), (2, (1, 5, 3, 4)), (4, (2, 2, 2, 3))])
+def test_upsample_by_phases_is_the_transposed_convolution(stride, shape):
+    rng = np.random.RandomState(stride)
+    n, h, w, channels_in = shape
+    channels_out = 3
+    x = rng.randn(*shape).astype(np.float32)
+    kernel = rng.randn(2 * stride, 2 * stride, channels_out, channels_in).astype(np.float32)
+    bias = rng.randn(channels_out).astype(np.float32)
+    out_shape = (n, stride * h, stride * w, channels_out)
+
+    expected = numpy_conv2d_transpose_same(x.astype(np.float64), kernel, bias, stride)
+    got, grads = _run(lambda a, k, b: utils.upsample_by_phases(a, k, b, stride),
+                      [x, kernel, bias], grad_of=out_shape)
+    assert got.shape == out_shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+    # The gradients (those training uses) equal those of TensorFlow's own transposed convolution.
+    reference, reference_grads = _run(
+        lambda a, k, b: utils.conv2d_transpose_strided(a, k, b, out_shape, stride),
+        [x, kernel, bias], grad_of=out_shape)
+    np.testing.assert_allclose(reference, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    for name, g, r in zip(["x", "W", "b"], grads, reference_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max(), err_msg=name)
+
+
+def test_upsample_by_phases_refuses_a_kernel_it_does_not_cover():
+    with tf.Graph().as_default():
+        x = tf.zeros([1, 2, 2, 4])
+        with pytest.raises(ValueError, match="twice the stride"):
+            utils.upsample_by_phases(x, tf.zeros([4, 4, 3, 4]), tf.zeros([3]), stride=8)
+
+
+@pytest.mark.parametrize("k,shape", [(7, (2, 7, 7, 6)), (3, (1, 4, 6, 5)), (1, (2, 3, 3, 8))])
+def test_conv2d_as_matmul_is_the_same_convolution(k, shape):
+    rng = np.random.RandomState(k)
+    x = rng.randn(*shape).astype(np.float32)
+    kernel = rng.randn(k, k, shape[3], 4).astype(np.float32)
+    bias = rng.randn(4).astype(np.float32)
+    out_shape = shape[:3] + (4,)
+
+    expected = numpy_conv2d_same(x.astype(np.float64), kernel, bias)
+    got, grads = _run(utils.conv2d_as_matmul, [x, kernel, bias], grad_of=out_shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    _, reference_grads = _run(utils.conv2d_basic, [x, kernel, bias], grad_of=out_shape)
+    for name, g, r in zip(["x", "W", "b"], grads, reference_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max(), err_msg=name)
+
+
+def test_bf16_bias_gradient_is_summed_in_float32():
+    # 64x64x8 values near 1: a bfloat16 accumulator stops growing near 256 (its spacing there
+    # is 2), where the true sum is 32,768. TensorFlow's BiasAddGrad does that on the CPU.
+    rng = np.random.RandomState(3)
+    upstream = (1.0 + 0.1 * rng.randn(8, 64, 64, 2)).astype(np.float32)
+    with tf.Graph().as_default():
+        bias = tf.constant(np.zeros(2, np.float32))
+        x = tf.zeros([8, 64, 64, 2], tf.bfloat16)
+        out = utils.bias_add(x, tf.cast(bias, tf.bfloat16))
+        grad = tf.gradients(out, bias, grad_ys=tf.cast(upstream, tf.bfloat16))[0]
+        with tf.Session() as sess:
+            got = sess.run(grad)
+    expected = upstream.astype(np.float64).sum(axis=(0, 1, 2))
+    # bfloat16 keeps 8 significant bits: the sum itself can be off by 2^-8 of its value.
+    np.testing.assert_allclose(got, expected, rtol=2 ** -7)
+
+
+def test_inference_refuses_a_size_that_is_not_a_multiple_of_32(vgg):
+    with tf.Graph().as_default():
+        image = tf.placeholder(tf.float32, [None, None, None, 3])
+        pred, _ = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 32"):
+                sess.run(pred, {image: np.zeros((1, 64, 80, 3))})
+
+
+def test_the_head_computes_what_the_reference_builds(vgg):
+    """In the graph FCN.inference builds, fc6 and conv_t3 give what the reference's ops
+    (tf.nn.conv2d with W6, tf.nn.conv2d_transpose with W_t3) give on the same tensors."""
+    images = np.random.RandomState(5).uniform(0, 255, (2, 64, 96, 3))
+    with tf.Graph().as_default() as graph:
+        image = tf.placeholder(tf.float32, [None, None, None, 3])
+        _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        tensor = lambda name: graph.get_tensor_by_name("inference/%s:0" % name)
+        fuse_2 = tensor("fuse_2")
+        pool5, = [op.outputs[0] for op in graph.get_operations() if op.type == "MaxPool"]
+        with tf.variable_scope("inference", reuse=True):
+            W6, b6, W_t3, b_t3 = (tf.get_variable(n) for n in ("W6", "b6", "W_t3", "b_t3"))
+        shape = tf.shape(image)
+        reference_logits = tf.nn.bias_add(tf.nn.conv2d_transpose(
+            fuse_2, W_t3, tf.stack([shape[0], shape[1], shape[2], FCN.NUM_OF_CLASSESS]),
+            strides=8, padding="SAME"), b_t3)
+        reference_relu6 = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(pool5, W6, 1, "SAME"), b6))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            got, expected, relu6, expected_relu6 = sess.run(
+                [logits, reference_logits, tensor("relu6"), reference_relu6], {image: images})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(relu6, expected_relu6, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected_relu6).max())
