@@ -184,7 +184,8 @@ def inference(image, keep_prob, vgg=None, debug=None, precision="fp32"):
         W_t3 = utils.weight_variable([16, 16, NUM_OF_CLASSESS, 256], name="W_t3")
         b_t3 = utils.bias_variable([NUM_OF_CLASSESS], name="b_t3")
         # conv2d_transpose_strided(fuse_2, W_t3, b_t3, [N, H, W, 151], stride=8), computed
-        # faster as four dense convolutions and depth_to_space (H, W are multiples of 32).
+        # faster as four dense 2x2 convolutions interleaved by a transpose (H, W are
+        # multiples of 32, so the output is exactly 8x fuse_2).
         conv_t3 = utils.upsample_by_phases(fuse_2, W_t3, b_t3, stride=8)
 
         # The softmax, the loss and the argmax in float32 whatever the precision.

@@ -381,6 +381,9 @@ def upsample_by_phases(x, W, b, stride):
             # block: d, r', d_col, r'_col, out, in -> kernel: d, d_col, in, (r', r'_col, out)
             kernel = tf.reshape(tf.transpose(block, [0, 2, 5, 1, 3, 4]),
                                 [2, 2, channels_in, phase_channels])
+            # A pad per group rather than one pad and four slices: a slice's gradient is a
+            # zero-filled copy, a pad's is a slice; and a VALID convolution keeps the gradients
+            # on oneDNN, where explicit padding sends them to Eigen (40 s for bf16).
             padded = tf.pad(x, [[0, 0], [1 - g_row, g_row], [1 - g_col, g_col], [0, 0]])
             outputs.append(bias_add(tf.nn.conv2d(padded, kernel, strides=1, padding="VALID"),
                                     phase_bias))

@@ -39,8 +39,8 @@ def numpy_conv2d_same(x, kernel, bias):
 
 
 def _run(build, arrays, grad_of=None):
-    """Evaluate build(*placeholders) (and, with grad_of, the gradients of sum(output * g) for a
-    fixed random g) in a fresh graph."""
+    """Evaluate build(*constants of arrays) (and, with grad_of, the gradients of sum(output * g)
+    for a fixed random g of shape grad_of) in a fresh graph."""
     with tf.Graph().as_default():
         tensors = [tf.constant(a) for a in arrays]
         out = build(*tensors)
