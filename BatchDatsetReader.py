@@ -10,14 +10,9 @@ bounded queue of batches: next_batch returns at once when the queue is warm, and
 bounded by the prefetch depth whatever the number of records. There are no `images` /
 `annotations` attributes; `records` is the list of records the reader was built on.
 
-Threads or tf.data: measured by benchmarks/reader_threads_vs_tfdata.py on 200 generated JPEGs of
-ADE20K size (sides 512..683) with their PNG annotations, resized to 224, batch 10, two epochs, on
-a 2-core Linux machine (two runs, images/s):
-    threads (this module), 1 / 2 / 4 workers:              172-175 / 304-306 / 277-286
-    tf.data, tf.numpy_function(same load_pair), AUTOTUNE:  151-153
-(the decoding is the same imageio + Pillow code in both; Pillow releases the GIL while it decodes
-and resizes, so plain threads scale with the cores.)
-The threads are kept.
+Threads rather than tf.data: Pillow releases the GIL while it decodes and resizes, so plain
+threads scale with the cores, and measured faster than tf.data running the same decoding
+(benchmarks/reader_threads_vs_tfdata.py; the figures are in the README).
 
 Order: each epoch visits the records in the permutation
 np.random.default_rng([seed, epoch, 0]).permutation(n) (or in record order with
@@ -29,7 +24,8 @@ get_random_batch draws from its own generator, np.random.default_rng([seed, 0, 1
 disturb the epoch order.
 
 Images are read with imageio (its Pillow backend) and resized with Pillow, which imageio installs
-as its dependency: images bilinearly, annotations only by nearest neighbour (a label is never
+as its dependency: images by nearest neighbour as the reference did ({'interpolation':
+'bilinear'} for bilinear), annotations always by nearest neighbour (a label is never
 interpolated). Grayscale becomes 3 channels on the last axis, alpha is dropped, other modes
 (CMYK, palette, 16-bit) are converted to 8-bit RGB.
 
@@ -53,16 +49,20 @@ from PIL import Image  # imageio's own backend; here for resizing and for readin
 
 import imageio.v3 as iio
 
-from TensorflowUtils import FCNError
+from datasets import ADE20K
+from guards import FCNError
 
-NUM_CLASSES = 151  # labels 0..150; 0 is "other"
+NUM_CLASSES = ADE20K.num_classes  # the default class count of the checks
+# What the reader decodes (and predict accepts); a dataset's images may be any of them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DEFAULT_SEED = 0
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 DEFAULT_PREFETCH = 4  # batches decoded ahead
 MAX_UNREADABLE_FRACTION = 0.01
 _BATCHES_IN_FLIGHT = 2  # batches whose decoding is queued for the workers, beyond the prefetch
 
-DEFAULT_OPTIONS = {"resize": False, "resize_size": None, "shuffle": True, "seed": DEFAULT_SEED,
+DEFAULT_OPTIONS = {"resize": False, "resize_size": None, "interpolation": "nearest",
+                   "shuffle": True, "seed": DEFAULT_SEED,
                    "drop_remainder": True, "workers": DEFAULT_WORKERS,
                    "prefetch": DEFAULT_PREFETCH}
 # Modes imageio gives as arrays that to_rgb handles; Pillow converts any other mode to RGB.
@@ -151,14 +151,20 @@ def check_pair(image_shape, label, image_path, annotation_path, num_classes=NUM_
     check_values(label, annotation_path, num_classes)
 
 
-def resize_image(image, size):
-    """Bilinear resize of uint8 [h, w, 3] to [size, size, 3] (Pillow)."""
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+_PILLOW_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR}
 
 
-def resize_label(label, size):
-    """Nearest-neighbour resize of [h, w] labels to [size, size]: only values of the source."""
-    return np.asarray(Image.fromarray(label.astype(np.uint8)).resize((size, size), Image.NEAREST))
+def resize_image(image, height, width, interpolation="nearest"):
+    """uint8 [h, w, 3] resized to [height, width, 3] by Pillow, nearest (the reference's
+    misc.imresize(interp='nearest')) or bilinear."""
+    return np.asarray(Image.fromarray(image).resize((width, height),
+                                                    _PILLOW_FILTERS[interpolation]))
+
+
+def resize_label(label, height, width):
+    """Nearest-neighbour resize of [h, w] labels to [height, width]: only values of the source."""
+    return np.asarray(Image.fromarray(label.astype(np.uint8)).resize((width, height),
+                                                                      Image.NEAREST))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,15 +196,15 @@ def read_annotation(path):
     return label_plane(_read(path, rgb=False), path)
 
 
-def load_pair(record, resize_size=None, num_classes=NUM_CLASSES):
+def load_pair(record, resize_size=None, num_classes=NUM_CLASSES, interpolation="nearest"):
     """(image uint8 [S,S,3], annotation int32 [S,S,1]) of one record, checked, then resized when
-    resize_size is given. Raises UnreadableFile or FCNError."""
+    resize_size is given (the image by interpolation). Raises UnreadableFile or FCNError."""
     image = read_image(record["image"])
     label = read_annotation(record["annotation"])
     check_pair(image.shape, label, record["image"], record["annotation"], num_classes)
     if resize_size:
-        image = resize_image(image, resize_size)
-        label = resize_label(label, resize_size)
+        image = resize_image(image, resize_size, resize_size, interpolation)
+        label = resize_label(label, resize_size, resize_size)
     return image, label.astype(np.int32)[:, :, np.newaxis]
 
 
@@ -274,16 +280,18 @@ class UnreadableRecords:
                               next(iter(self.reasons.values()))))
 
 
-def load_readable(records, order, position, resize_size, unreadable, replace=True):
-    """(record index, image, annotation) for the record at position of order, or, when that one
-    is unreadable, for the next readable one after it (wrapping round); without replace, None
-    instead (so that a pass over every record once counts none twice)."""
+def load_readable(records, order, position, options, unreadable, replace=True):
+    """(record index, image, annotation) for the record at position of order, loaded as the
+    reader's options say, or, when that one is unreadable, for the next readable one after it
+    (wrapping round); without replace, None instead (so that a pass over every record once
+    counts none twice)."""
     for step in range(len(order) if replace else 1):
         index = int(order[(position + step) % len(order)])
         if index in unreadable:
             continue
         try:
-            return (index,) + load_pair(records[index], resize_size)
+            return (index,) + load_pair(records[index], options["resize_size"],
+                                        interpolation=options["interpolation"])
         except UnreadableFile as e:
             unreadable.add(index, e)
     if not replace:
@@ -364,7 +372,7 @@ class _Pipeline:
                 # With drop_remainder off (every record once) an unreadable record leaves its
                 # batch one shorter; otherwise the next record takes its place.
                 futures = [self._pool.submit(load_readable, self._records, order, position,
-                                             self._options["resize_size"], self._unreadable,
+                                             self._options, self._unreadable,
                                              self._options["drop_remainder"])
                            for position in range(start, end)]
                 self._futures.append(((epoch, start, end), futures))
@@ -449,6 +457,9 @@ def check_options(image_options):
         options["resize_size"] = int(size)
     else:
         options["resize_size"] = None
+    if options["interpolation"] not in _PILLOW_FILTERS:
+        raise FCNError("image option interpolation is %r; use %s"
+                       % (options["interpolation"], " or ".join(_PILLOW_FILTERS)))
     for key in ("workers", "prefetch"):
         if not isinstance(options[key], int) or options[key] < 1:
             raise FCNError("image option %s is %r; it must be a whole number of at least 1"
@@ -544,8 +555,8 @@ class BatchDatset:
         indexes = self._random.choice(n, size=batch_size, replace=batch_size > n)
         order = np.arange(n)
         futures = [self._resources.pool.submit(load_readable, self.records, order, int(index),
-                                               self.image_options["resize_size"],
-                                               self._unreadable) for index in indexes]
+                                               self.image_options, self._unreadable)
+                   for index in indexes]
         loaded = [future.result() for future in futures]
         records = [self.records[index] for index, _, _ in loaded]
         self.last_batch_records = records

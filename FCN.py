@@ -7,13 +7,13 @@ the same variable names (a checkpoint of the original restores here), the same n
     python FCN.py --mode=visualize
     python FCN.py --mode=validate
     python FCN.py --mode=predict --image=PATH
+
+As a library (the reference's API): inference(image, keep_prob), pixel_loss, train, vgg_net.
+One rule for their optional arguments: an argument left None takes its command-line flag's value
+(the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
-import glob
-import json
 import os
 import random
-import shutil
-import signal
 import sys
 import time
 
@@ -23,6 +23,10 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 import TensorflowUtils as utils  # noqa: E402
+import checkpoints  # noqa: E402
+from datasets import ADE20K  # noqa: E402
+from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # noqa: E402
+                    write_json_atomically)
 
 FLAGS = tf.flags.FLAGS
 
@@ -34,12 +38,15 @@ tf.flags.DEFINE_string("logs_dir", "logs/", "checkpoints, summaries, settings an
 tf.flags.DEFINE_string("data_dir", "Data_zoo/MIT_SceneParsing/",
                        "dataset folder; ADEChallengeData2016 is downloaded into it when missing")
 tf.flags.DEFINE_string("model_dir", "Model_zoo/",
-                       "where imagenet-vgg-verydeep-19.mat is kept (downloaded when missing)")
+                       "where %s is kept (downloaded when missing)" % utils.VGG19_FILE_NAME)
 # ---- training ----
 tf.flags.DEFINE_integer("batch_size", 10, "images per step (the reference used 2)")
 tf.flags.DEFINE_float("learning_rate", 1e-4, "Adam's learning rate")
 tf.flags.DEFINE_integer("image_size", 224, "images are resized to this square size; "
                         "a multiple of 32 (predict without --resize keeps each image's size)")
+tf.flags.DEFINE_string("interpolation", "nearest",
+                       "how images are resized to --image_size: nearest (the reference's) or "
+                       "bilinear; annotations are always resized by nearest neighbour")
 tf.flags.DEFINE_integer("max_iterations", 100001,
                         "stop when the global step reaches this (the reference's MAX_ITERATION)")
 tf.flags.DEFINE_integer("log_every", 10, "steps between log lines and training summaries")
@@ -53,30 +60,27 @@ tf.flags.DEFINE_bool("resize", False, "predict at --image_size and resize the la
                      "instead of at each image's own size")
 tf.flags.DEFINE_string("output_dir", "", "predict: where results go (default <logs_dir>/predictions)")
 
-MODEL_URL = "http://www.vlfeat.org/matconvnet/models/beta16/imagenet-vgg-verydeep-19.mat"
-
-NUM_OF_CLASSESS = 151  # 150 ADE20K classes and 0, "other" (the reference's spelling)
-IMAGE_SIZE = 224
-
+MODEL_URL = "http://www.vlfeat.org/matconvnet/models/beta16/" + utils.VGG19_FILE_NAME
+NUM_OF_CLASSESS = ADE20K.num_classes  # the reference's name (and spelling) for the class count
+KEEP_PROBABILITY = 0.85  # dropout keep probability while training (the reference's value)
 # --precision: the dtype the layers compute in (variables and the optimizer are float32 in both).
 COMPUTE_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
-
-# VGG-19 up to conv5_4, in order. Pooling after blocks 1-4 only: the head pools conv5_3 itself.
-VGG_LAYERS = (
-    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
-    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
-    "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "conv3_4", "relu3_4",
-    "pool3",
-    "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4",
-    "pool4",
-    "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4",
-)
+# VGG-19's mean pixel (RGB) as MatConvNet publishes it; used when a checkpoint supplies every
+# weight and the .mat is not at hand.
+VGG19_MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
+# Deliberate (the reference): the head starts from conv5_3 before its ReLU and skips conv5_4,
+# which is built but feeds nothing; the paper pools VGG's last ReLU.
+HEAD_INPUT = "conv5_3"
 
 
 def _flag(name):
     """A flag's value, parsed or not: importing and building the graph never parses argv."""
     return FLAGS[name].value
 
+
+# ==============================================================================================
+# The network
+# ==============================================================================================
 
 def vgg_net(weights, image, debug=None):
     """The VGG-19 trunk. weights maps 'conv1_1'... to (kernel [h,w,in,out], bias); returns every
@@ -86,36 +90,40 @@ def vgg_net(weights, image, debug=None):
     all come from a checkpoint: then the 0.5 GB .mat need not be read or embedded in the graph.
     """
     debug = _flag("debug") if debug is None else debug
-    kernel_shapes = dict(utils.VGG19_CONV_SHAPES)
     net = {}
     current = image
-    for name in VGG_LAYERS:
-        kind = name[:4]
-        if kind == "conv":
+    for block, convs in enumerate(utils.VGG19_BLOCKS, 1):
+        for name, channels_in, channels_out in convs:
             if weights is None:
-                kernel = utils.zeros_variable(kernel_shapes[name], name=name + "_w")
-                bias = utils.zeros_variable([kernel_shapes[name][3]], name=name + "_b")
+                kernel = utils.zeros_variable([3, 3, channels_in, channels_out], name=name + "_w")
+                bias = utils.zeros_variable([channels_out], name=name + "_b")
             else:
                 kernel = utils.get_variable(weights[name][0], name=name + "_w")
                 bias = utils.get_variable(weights[name][1], name=name + "_b")
-            current = utils.conv2d_basic(current, kernel, bias)
-        elif kind == "relu":
-            current = tf.nn.relu(current, name=name)
+            net[name] = current = utils.conv2d_basic(current, kernel, bias)
+            relu = "relu" + name[4:]
+            net[relu] = current = tf.nn.relu(current, name=relu)
             if debug:
                 utils.add_activation_summary(current)
-        elif kind == "pool":
+        if block < len(utils.VGG19_BLOCKS):  # the head pools HEAD_INPUT itself
             # Deliberate (the reference): average pooling inside VGG; VGG and the paper use max.
-            current = utils.avg_pool_2x2(current)
-        net[name] = current
+            net["pool%d" % block] = current = utils.avg_pool_2x2(current)
     return net
 
 
 def load_vgg(model_dir=None):
     """(weights, mean_pixel) of VGG-19 from model_dir (downloaded there when absent)."""
     model_dir = _flag("model_dir") if model_dir is None else model_dir
-    path = os.path.join(model_dir, os.path.basename(MODEL_URL))
     mat = utils.get_model_data(model_dir, MODEL_URL)
-    return utils.load_vgg19(mat, path)
+    return utils.load_vgg19(mat, os.path.join(model_dir, utils.VGG19_FILE_NAME))
+
+
+def mean_pixel_for_restore(model_dir):
+    """The mean pixel when a checkpoint supplies the weights: from the .mat when it is there
+    (only its normalization is read), else VGG-19's published one."""
+    path = os.path.join(model_dir, utils.VGG19_FILE_NAME)
+    mean_pixel = utils.read_mean_pixel(path) if os.path.exists(path) else None
+    return VGG19_MEAN_PIXEL if mean_pixel is None else mean_pixel
 
 
 def _fc_as_conv(x, shape, index, keep_prob, debug):
@@ -131,7 +139,7 @@ def _fc_as_conv(x, shape, index, keep_prob, debug):
     return tf.nn.dropout(relu, rate=tf.cast(1.0 - keep_prob, relu.dtype))
 
 
-def inference(image, keep_prob, vgg=None, debug=None, precision="fp32"):
+def inference(image, keep_prob, vgg=None, debug=None, precision=None):
     """FCN-8s. image: float [N,H,W,3], RGB 0..255, H and W multiples of 32 (N, H, W may be None).
 
     vgg: (weights, mean_pixel) from load_vgg(); loaded from --model_dir when None.
@@ -140,6 +148,7 @@ def inference(image, keep_prob, vgg=None, debug=None, precision="fp32"):
     Returns (annotation_pred [N,H,W,1] int64, logits [N,H,W,NUM_OF_CLASSESS]).
     """
     debug = _flag("debug") if debug is None else debug
+    precision = _flag("precision") if precision is None else precision
     print("setting up vgg initialized conv layers ...")
     weights, mean_pixel = load_vgg() if vgg is None else vgg
     # The skips add maps of 1/16 and 1/8 of the input size, and conv_t3 gives 8x its input:
@@ -153,10 +162,7 @@ def inference(image, keep_prob, vgg=None, debug=None, precision="fp32"):
 
     with tf.variable_scope("inference"):
         image_net = vgg_net(weights, processed_image, debug=debug)
-        # Deliberate (the reference): the head starts from conv5_3 before its ReLU and skips
-        # conv5_4; the paper pools VGG's last ReLU.
-        conv_final_layer = image_net["conv5_3"]
-        pool5 = utils.max_pool_2x2(conv_final_layer)
+        pool5 = utils.max_pool_2x2(image_net[HEAD_INPUT])
 
         relu_dropout6 = _fc_as_conv(pool5, [7, 7, 512, 4096], "6", keep_prob, debug)
         relu_dropout7 = _fc_as_conv(relu_dropout6, [1, 1, 4096, 4096], "7", keep_prob, debug)
@@ -214,138 +220,15 @@ def pixel_loss(logits, annotation):
         logits=logits, labels=tf.squeeze(annotation, axis=[3]), name="entropy"))
 
 
-# ==============================================================================================
-# Running it: settings, checkpoints, and the modes
-# ==============================================================================================
-
-MODES = ("train", "visualize", "validate", "predict")
-KEEP_PROBABILITY = 0.85  # dropout keep probability while training (the reference's value)
-CHECKPOINT_PREFIX = "model.ckpt"
-LOCK_NAME = "train.lock"
-SETTINGS_NAME = "settings.json"
-# VGG-19's mean pixel (RGB) as MatConvNet publishes it; used when a checkpoint supplies every
-# weight and the .mat is not at hand.
-VGG19_MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def check_settings(settings):
-    """Refuses settings that cannot work, with the one-line error the command line prints."""
-    if settings["mode"] not in MODES:
-        raise utils.FCNError("--mode=%s is not a mode; use one of %s"
-                             % (settings["mode"], ", ".join(MODES)))
-    for name in ("batch_size", "max_iterations", "log_every", "save_every"):
-        if settings[name] < 1:
-            raise utils.FCNError("--%s=%d: it must be at least 1" % (name, settings[name]))
-    if settings["image_size"] < 32 or settings["image_size"] % 32:
-        raise utils.FCNError("--image_size=%d: it must be a positive multiple of 32 (the "
-                             "network downsamples by 32), e.g. 224" % settings["image_size"])
-    if settings["precision"] not in COMPUTE_DTYPES:
-        raise utils.FCNError("--precision=%s: use %s" % (settings["precision"],
-                                                         " or ".join(COMPUTE_DTYPES)))
-    if not settings["learning_rate"] > 0:
-        raise utils.FCNError("--learning_rate=%g: it must be positive" % settings["learning_rate"])
-    if settings["mode"] == "predict" and not settings["image"]:
-        raise utils.FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
-
-
-def step_from_checkpoint_name(path):
-    """'logs/model.ckpt-500' -> 500; 0 when the name carries no step."""
-    suffix = os.path.basename(path).rsplit("-", 1)
-    return int(suffix[1]) if len(suffix) == 2 and suffix[1].isdigit() else 0
-
-
-def latest_checkpoint(logs_dir):
-    """The newest checkpoint listed in <logs_dir>/checkpoint whose files are all there, or None."""
-    state = tf.train.get_checkpoint_state(logs_dir)
-    if state is None:
-        return None
-    candidates = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-    if state.model_checkpoint_path not in candidates:
-        candidates.append(state.model_checkpoint_path)
-    for path in reversed(candidates):  # get_checkpoint_state already joined them to logs_dir
-        if os.path.exists(path + ".index") and glob.glob(path + ".data-*"):
-            return path
-        print("Checkpoint %s is listed but its files are missing; trying an older one" % path)
-    return None
-
-
-def restore(sess, path, var_list, global_step=None):
-    """Restores var_list from the checkpoint at path; returns its step.
-
-    A checkpoint of the original implementation has no global_step: its step is taken from the
-    file name. Variables the file lacks (Adam's slots in a checkpoint saved without them) keep
-    their initial values, and are named.
-    """
-    try:
-        in_file = dict(tf.train.list_variables(path))
-    except Exception as e:  # a damaged index or data file
-        raise utils.FCNError("checkpoint %s cannot be read (%s); delete it, or move it out of "
-                             "--logs_dir" % (path, str(e).splitlines()[0]))
-    present, missing, wrong = [], [], []
-    for v in var_list:
-        name = v.op.name
-        if name not in in_file:
-            missing.append(name)
-        elif list(in_file[name]) != v.shape.as_list():
-            wrong.append("%s %s in the file, %s here" % (name, in_file[name], v.shape.as_list()))
-        else:
-            present.append(v)
-    if wrong:
-        raise utils.FCNError("checkpoint %s does not fit this network (%s); point --logs_dir at "
-                             "a checkpoint of FCN-8s with %d classes"
-                             % (path, wrong[0], NUM_OF_CLASSESS))
-    missing_weights = [n for n in missing if n.startswith("inference/") and "/Adam" not in n]
-    if missing_weights:
-        raise utils.FCNError("checkpoint %s lacks %s; point --logs_dir at a checkpoint of this "
-                             "FCN-8s" % (path, missing_weights[0]))
-    tf.train.Saver(var_list=present).restore(sess, path)
-    step = step_from_checkpoint_name(path)
-    if global_step is not None:
-        if global_step.op.name in in_file:
-            step = int(sess.run(global_step))
-        else:
-            global_step.load(step, sess)
-    others = [n for n in missing if global_step is None or n != global_step.op.name]
-    print("Model restored from %s (step %d)%s" % (
-        path, step, "; not in it, left initial: " + ", ".join(others) if others else ""))
-    return step
-
-
-def mean_pixel_for_restore(model_dir):
-    """The mean pixel when a checkpoint supplies the weights: from the .mat when it is there
-    (only its normalization is read), else VGG-19's published one."""
-    path = os.path.join(model_dir, os.path.basename(MODEL_URL))
-    if os.path.exists(path):
-        mat = utils.load_mat(path, variable_names=("normalization", "meta"))
-        normalization = utils._normalization(mat)
-        average = None if normalization is None else utils._field(normalization, "averageImage")
-        if average is not None:
-            return utils.mean_pixel_from_average_image(average)
-    return VGG19_MEAN_PIXEL
-
-
-def session_config():
-    return tf.ConfigProto()
-
-
-def _write_json_atomically(path, content):
-    part = path + ".part"
-    with open(part, "w") as f:
-        json.dump(content, f, indent=1)
-    os.replace(part, path)
-
-
-def _ensure_writable_dir(path, flag):
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test-%d" % os.getpid())
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise utils.FCNError("--%s %s is not a writable folder (%s); pass one you can write to"
-                             % (flag, path, e.strerror or e))
+def input_placeholders(image_size=None):
+    """(image float [N,H,W,3], annotation int32 [N,H,W,1], keep_probability): the reference's
+    placeholders, with its names. H and W are image_size, or unknown when None."""
+    image = tf.placeholder(tf.float32, shape=[None, image_size, image_size, 3],
+                           name="input_image")
+    annotation = tf.placeholder(tf.int32, shape=[None, image_size, image_size, 1],
+                                name="annotation")
+    keep_probability = tf.placeholder(tf.float32, name="keep_probabilty")  # sic, the reference's
+    return image, annotation, keep_probability
 
 
 class Model:
@@ -353,16 +236,13 @@ class Model:
     global step, the Adam update and the summaries)."""
 
     def __init__(self, vgg, training, debug=False, learning_rate=1e-4, precision="fp32"):
-        self.image = tf.placeholder(tf.float32, shape=[None, None, None, 3], name="input_image")
-        self.annotation = tf.placeholder(tf.int32, shape=[None, None, None, 1], name="annotation")
-        self.keep_probability = tf.placeholder(tf.float32, name="keep_probabilty")
+        self.image, self.annotation, self.keep_probability = input_placeholders()
         self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
                                                       vgg=vgg, debug=debug, precision=precision)
         self.loss = pixel_loss(self.logits, self.annotation)
         # Each image's mean cross-entropy (validate weighs every image once, whatever its batch).
         self.image_losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             logits=self.logits, labels=tf.squeeze(self.annotation, axis=[3])), axis=[1, 2])
-        self.weights = tf.global_variables()  # the 44 of the reference, before Adam's
         self.global_step = None
         if training:
             self.global_step = tf.train.get_or_create_global_step()
@@ -382,7 +262,7 @@ class Model:
         self.saveable = tf.global_variables()
 
 
-def _build(settings, training, checkpoint):
+def build_model(settings, training, checkpoint):
     """(graph, model): with a checkpoint the VGG values are not loaded (the checkpoint wins)."""
     graph = tf.Graph()
     with graph.as_default():
@@ -396,101 +276,37 @@ def _build(settings, training, checkpoint):
     return graph, model
 
 
-# ---- train -------------------------------------------------------------------------------------
-
-class TrainLock:
-    """<logs_dir>/train.lock holds the training process's id, so that a second run on the same
-    logs_dir refuses instead of overwriting the first one's checkpoints. A lock whose process is
-    gone (killed, crashed) is taken over."""
-
-    def __init__(self, logs_dir):
-        self.path = os.path.join(logs_dir, LOCK_NAME)
-        self.held = False
-
-    def acquire(self):
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and owner != os.getpid() and process_is_alive(owner):
-                    raise utils.FCNError(
-                        "another training run (process %d) is using --logs_dir %s; wait for it, "
-                        "stop it, or pass another --logs_dir" % (owner, os.path.dirname(self.path)))
-                print("Removing the stale lock %s (process %s is gone)" % (self.path, owner))
-                utils._remove_quietly(self.path)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
-            return self
-        raise utils.FCNError("cannot take the lock %s; delete it if no training run is using "
-                             "--logs_dir" % self.path)
-
-    def _owner(self):
-        try:
-            with open(self.path) as f:
-                return int(f.read().strip() or -1)
-        except (OSError, ValueError):
-            return None
-
-    def release(self):
-        if self.held and self._owner() == os.getpid():
-            utils._remove_quietly(self.path)
-        self.held = False
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc_info):
-        self.release()
+def session_config():
+    return tf.ConfigProto()
 
 
-def process_is_alive(pid):
-    """Whether a process with this id runs (on Windows without sending it anything: os.kill
-    with signal 0 would be a Ctrl-C event there)."""
-    if pid <= 0:
-        return False
-    if os.name == "nt":
-        import ctypes
-        kernel32 = ctypes.windll.kernel32
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+# ==============================================================================================
+# The modes
+# ==============================================================================================
+
+MODES = ("train", "visualize", "validate", "predict")
+INTERPOLATIONS = ("nearest", "bilinear")
+SETTINGS_NAME = "settings.json"
 
 
-class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM end training after the current step, with a checkpoint."""
-
-    def __init__(self):
-        self.signal_name = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-        print("\n%s received: saving a checkpoint after this step" % self.signal_name)
-
-    def __exit__(self, *exc_info):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+def check_settings(settings):
+    """Refuses settings that cannot work, with the one-line error the command line prints."""
+    if settings["mode"] not in MODES:
+        raise FCNError("--mode=%s is not a mode; use one of %s"
+                       % (settings["mode"], ", ".join(MODES)))
+    for name in ("batch_size", "max_iterations", "log_every", "save_every"):
+        if settings[name] < 1:
+            raise FCNError("--%s=%d: it must be at least 1" % (name, settings[name]))
+    if settings["image_size"] < 32 or settings["image_size"] % 32:
+        raise FCNError("--image_size=%d: it must be a positive multiple of 32 (the "
+                       "network downsamples by 32), e.g. 224" % settings["image_size"])
+    for name, choices in (("precision", tuple(COMPUTE_DTYPES)), ("interpolation", INTERPOLATIONS)):
+        if settings[name] not in choices:
+            raise FCNError("--%s=%s: use %s" % (name, settings[name], " or ".join(choices)))
+    if not settings["learning_rate"] > 0:
+        raise FCNError("--learning_rate=%g: it must be positive" % settings["learning_rate"])
+    if settings["mode"] == "predict" and not settings["image"]:
+        raise FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
 
 
 def format_duration(seconds):
@@ -503,6 +319,7 @@ def format_duration(seconds):
 def _readers(settings, records, shuffle=True, drop_remainder=True):
     import BatchDatsetReader as dataset
     return dataset.BatchDatset(records, {"resize": True, "resize_size": settings["image_size"],
+                                         "interpolation": settings["interpolation"],
                                          "seed": settings["seed"], "shuffle": shuffle,
                                          "drop_remainder": drop_remainder})
 
@@ -513,38 +330,34 @@ def _read_records(settings, check=False):
     train_records, valid_records = scene_parsing.read_dataset(settings["data_dir"])
     if check:
         started = time.time()
-        for name, records in (("training", train_records), ("validation", valid_records)):
+        for records in (train_records, valid_records):
             dataset.validate_records(records)
         print("Checked %d training and %d validation pairs in %.1f s"
               % (len(train_records), len(valid_records), time.time() - started))
     return train_records, valid_records
 
 
+# ---- train -------------------------------------------------------------------------------------
+
 def run_train(settings):
     logs_dir = settings["logs_dir"]
     with TrainLock(logs_dir):
         # The effective settings beside the checkpoints they produce.
-        _write_json_atomically(os.path.join(logs_dir, SETTINGS_NAME),
-                               dict(settings, tensorflow=tf.__version__,
-                                    started=time.strftime("%Y-%m-%d %H:%M:%S")))
+        write_json_atomically(os.path.join(logs_dir, SETTINGS_NAME),
+                              dict(settings, tensorflow=tf.__version__,
+                                   started=time.strftime("%Y-%m-%d %H:%M:%S")))
         train_records, valid_records = _read_records(settings, check=True)
-        remove_partial_saves(logs_dir)
-        checkpoint = latest_checkpoint(logs_dir)
-        graph, model = _build(settings, training=True, checkpoint=checkpoint)
+        checkpoints.remove_partial_saves(logs_dir)
+        checkpoint = checkpoints.latest_checkpoint(logs_dir)
+        graph, model = build_model(settings, training=True, checkpoint=checkpoint)
         with graph.as_default(), tf.Session(config=session_config()) as sess:
             sess.run(tf.global_variables_initializer())
             step = 0
             if checkpoint is not None:
-                step = restore(sess, checkpoint, model.saveable, model.global_step)
+                step = checkpoints.restore(sess, checkpoint, model.saveable, model.global_step)
             else:
                 print("No checkpoint in %s: starting from VGG-19" % logs_dir)
-            saver = tf.train.Saver(model.saveable, max_to_keep=5)
-            # A new Saver knows none of the checkpoints already listed: its first save would
-            # rewrite <logs_dir>/checkpoint listing itself alone, and after each restart the
-            # older ones would be left on disk, outside max_to_keep and no longer listed.
-            state = tf.train.get_checkpoint_state(logs_dir)
-            if state is not None:
-                saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+            saver = checkpoints.make_saver(model.saveable, logs_dir)
             with _readers(settings, train_records) as train_reader, \
                     _readers(settings, valid_records) as valid_reader, StopRequest() as stop:
                 train_writer = tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph)
@@ -555,28 +368,6 @@ def run_train(settings):
                 finally:
                     train_writer.close()
                     valid_writer.close()
-
-
-def remove_partial_saves(logs_dir):
-    """Removes what a save killed halfway left: TensorFlow writes a checkpoint's data to
-    <prefix>.data-*.tempstate<n> (or a <prefix>_temp folder) and renames it when complete. Such a
-    file is never listed or read, but as large as a checkpoint (1.7 GB): a run killed during
-    saves now and then would fill the disk. Called under the train lock, so no other run is
-    saving into logs_dir."""
-    prefix = os.path.join(glob.escape(logs_dir), CHECKPOINT_PREFIX + "-*")
-    for path in glob.glob(prefix + ".data-*.tempstate*") + glob.glob(prefix + "_temp"):
-        print("Removing %s, left by a save that did not finish" % path)
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            utils._remove_quietly(path)
-
-
-def _save(sess, saver, logs_dir, step):
-    # No .meta: the graph is rebuilt from this code, and a first run's meta would embed VGG.
-    path = saver.save(sess, os.path.join(logs_dir, CHECKPOINT_PREFIX), global_step=step,
-                      write_meta_graph=False)
-    return path
 
 
 def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reader, valid_reader,
@@ -601,7 +392,7 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
         step += 1
         window_steps += 1
         if not np.isfinite(loss):
-            raise utils.FCNError(
+            raise FCNError(
                 "the training loss is %s at step %d; stopped without saving, the last good "
                 "checkpoint is %s; try a lower --learning_rate" % (loss, step, last_checkpoint))
         if log_now:
@@ -620,38 +411,32 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
                 feed_dict={model.image: valid_images, model.annotation: valid_annotations,
                            model.keep_probability: 1.0})
             valid_writer.add_summary(summary, step)
-            last_checkpoint = _save(sess, saver, logs_dir, step)
+            last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
             print("%s step %d validation loss %.5f saved %s"
                   % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, last_checkpoint))
         if stop.signal_name is not None:
             if not (step % settings["save_every"] == 0 or step == max_iterations):
-                last_checkpoint = _save(sess, saver, logs_dir, step)
+                last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
             print("Stopped by %s at step %d; checkpoint saved to %s"
                   % (stop.signal_name, step, last_checkpoint))
             return
     print("Reached --max_iterations=%d; last checkpoint %s" % (max_iterations, last_checkpoint))
 
 
-# ---- visualize, validate, predict ---------------------------------------------------------------
-
 def _restored_session(settings):
     """(graph, model, session, checkpoint path, step) restored from the newest checkpoint in
     logs_dir; FCNError when there is none (the reference silently ran an untrained network)."""
-    checkpoint = latest_checkpoint(settings["logs_dir"])
+    checkpoint = checkpoints.latest_checkpoint(settings["logs_dir"])
     if checkpoint is None:
-        raise utils.FCNError("no checkpoint in --logs_dir %s; train first (--mode=train) or "
+        raise FCNError("no checkpoint in --logs_dir %s; train first (--mode=train) or "
                              "point --logs_dir at a folder with model.ckpt-* files"
                              % settings["logs_dir"])
-    graph, model = _build(settings, training=False, checkpoint=checkpoint)
+    graph, model = build_model(settings, training=False, checkpoint=checkpoint)
     with graph.as_default():
         sess = tf.Session(config=session_config(), graph=graph)
         sess.run(tf.global_variables_initializer())
-        step = restore(sess, checkpoint, model.saveable)
-        try:
-            step = int(tf.train.load_variable(checkpoint, "global_step"))
-        except Exception:  # an original checkpoint: the step of its name stands
-            pass
-    return graph, model, sess, checkpoint, step
+        checkpoints.restore(sess, checkpoint, model.saveable)
+    return graph, model, sess, checkpoint, checkpoints.saved_step(checkpoint)
 
 
 def _predict(sess, model, images):
@@ -681,13 +466,6 @@ def run_visualize(settings):
             print("Saved image: %d (%s)" % (k, reader.last_batch_records[k]["filename"]))
 
 
-def resize_labels_nearest(labels, height, width):
-    """Labels [h,w] resized to [height,width] by nearest neighbour (Pillow's, as the reader's)."""
-    from PIL import Image
-    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((width, height),
-                                                                       Image.NEAREST))
-
-
 def run_validate(settings):
     import BatchDatsetReader as dataset
     import metrics
@@ -713,8 +491,9 @@ def run_validate(settings):
                 seen.add(record["filename"])
                 loss_sum += float(losses[k])
                 truth = dataset.read_annotation(record["annotation"])
-                scored = resize_labels_nearest(pred[k, :, :, 0], *truth.shape)
-                confusion += metrics.confusion_matrix(truth, scored, NUM_OF_CLASSESS)
+                scored = dataset.resize_label(pred[k, :, :, 0], *truth.shape)
+                confusion += metrics.confusion_matrix(truth, scored, NUM_OF_CLASSESS,
+                                                     ADE20K.metric_ignore_label)
             elapsed = time.time() - started
             print("\rvalidated %d/%d images, %.2f images/s" % (len(seen), total,
                                                                 len(seen) / elapsed), end="")
@@ -723,7 +502,7 @@ def run_validate(settings):
                 break
     print()
     skipped = sorted(r["image"] for r in valid_records if r["filename"] not in seen)
-    result = metrics.scores(confusion)
+    result = metrics.scores(confusion, ADE20K.metric_ignore_label)
     result.update({"num_images": len(seen), "loss": loss_sum / max(len(seen), 1),
                    "class_names": class_names, "confusion_matrix": confusion.tolist(),
                    "checkpoint": {"path": checkpoint, "step": step}, "skipped": skipped,
@@ -732,22 +511,23 @@ def run_validate(settings):
     print("mean cross-entropy at %dx%d: %.5f" % (settings["image_size"], settings["image_size"],
                                                  result["loss"]))
     path = os.path.join(settings["logs_dir"], "validation_metrics.json")
-    _write_json_atomically(path, result)
+    write_json_atomically(path, result)
     print("Wrote %s" % path)
     return result
 
 
 def list_images(path):
-    """The image files at path: the file itself, or the images in the folder (sorted)."""
+    """The image files at --image path: the file itself, or the images in the folder (sorted)."""
+    from BatchDatsetReader import IMAGE_EXTENSIONS
     if os.path.isdir(path):
         found = sorted(os.path.join(path, name) for name in os.listdir(path)
                        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
         if not found:
-            raise utils.FCNError("--image %s is a folder with no images (%s)"
-                                 % (path, ", ".join(IMAGE_EXTENSIONS)))
+            raise FCNError("--image %s is a folder with no images (%s)"
+                           % (path, ", ".join(IMAGE_EXTENSIONS)))
         return found
     if not os.path.exists(path):
-        raise utils.FCNError("--image %s does not exist; pass an image file or a folder" % path)
+        raise FCNError("--image %s does not exist; pass an image file or a folder" % path)
     return [path]
 
 
@@ -766,7 +546,7 @@ def run_predict(settings):
     import BatchDatsetReader as dataset
     paths = list_images(settings["image"])
     output_dir = settings["output_dir"] or os.path.join(settings["logs_dir"], "predictions")
-    _ensure_writable_dir(output_dir, "output_dir")
+    ensure_writable_dir(output_dir, "output_dir")
     graph, model, sess, _, _ = _restored_session(settings)
     mean_pixel = mean_pixel_for_restore(settings["model_dir"])
     palette = utils.label_palette(NUM_OF_CLASSESS)
@@ -780,8 +560,9 @@ def run_predict(settings):
                 continue
             h, w = image.shape[:2]
             if settings["resize"]:
-                pred = _predict(sess, model, dataset.resize_image(image, size)[None])[0, :, :, 0]
-                labels = resize_labels_nearest(pred, h, w)
+                resized = dataset.resize_image(image, size, size, settings["interpolation"])
+                labels = dataset.resize_label(_predict(sess, model, resized[None])[0, :, :, 0],
+                                              h, w)
             else:
                 padded, _ = pad_to_multiple(image, 32, mean_pixel)
                 labels = _predict(sess, model, padded[None])[0, :h, :w, 0].astype(np.uint8)
@@ -795,10 +576,9 @@ def run_predict(settings):
 # ---- the command line ---------------------------------------------------------------------------
 
 def current_settings():
-    names = ("mode", "debug", "logs_dir", "data_dir", "model_dir", "batch_size", "learning_rate",
-             "image_size", "max_iterations", "log_every", "save_every", "seed", "precision",
-             "image", "resize", "output_dir")
-    return {name: _flag(name) for name in names}
+    """{flag name: value} of every flag this file defines (and no other module's)."""
+    module = FLAGS.find_module_defining_flag("mode")
+    return {flag.name: flag.value for flag in FLAGS.flags_by_module_dict()[module]}
 
 
 def run(settings):
@@ -807,7 +587,7 @@ def run(settings):
     random.seed(settings["seed"])
     np.random.seed(settings["seed"])
     print("Settings: " + ", ".join("%s=%s" % item for item in sorted(settings.items())))
-    _ensure_writable_dir(settings["logs_dir"], "logs_dir")
+    ensure_writable_dir(settings["logs_dir"], "logs_dir")
     if settings["mode"] == "train":
         return run_train(settings)
     return {"visualize": run_visualize, "validate": run_validate,
@@ -818,7 +598,7 @@ def main(argv=None):
     del argv  # flags are parsed by tf.app.run
     try:
         run(current_settings())
-    except utils.FCNError as e:
+    except FCNError as e:
         sys.stderr.write("FCN.py: error: %s\n" % e)
         sys.exit(2)
 

@@ -1,15 +1,10 @@
-"""Helpers for FCN.py: downloads, MatConvNet VGG-19 loading, layer helpers, image saving, summaries.
+"""Helpers for FCN.py: MatConvNet VGG-19 loading, layer helpers, image saving, summaries.
 
 The layer helpers are graph code for tensorflow.compat.v1; everything that is plain logic
 (kernel layout, mean pixel, shape checks, the download) is a small function testable without a
 session.
 """
-import http.client
 import os
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import scipy.io
@@ -17,109 +12,28 @@ import scipy.io
 import imageio.v2 as imageio
 import tensorflow.compat.v1 as tf
 
-
-class FCNError(Exception):
-    """A problem the user can fix. Its message is one line: what is wrong and what to do.
-
-    The command line prints it without a traceback and exits with code 2.
-    """
-
-
-# ----------------------------------------------------------------------------------------------
-# Downloads
-# ----------------------------------------------------------------------------------------------
-
-def _progress_line(done, total, started):
-    elapsed = max(time.time() - started, 1e-6)
-    rate = done / elapsed / 1e6
-    if total:
-        return "\r>> %5.1f%%  %7.1f / %.1f MB  %6.2f MB/s" % (
-            100.0 * done / total, done / 1e6, total / 1e6, rate)
-    return "\r>> %7.1f MB  %6.2f MB/s" % (done / 1e6, rate)
-
-
-def download_file(url, dest_path, timeout=60, progress=True, chunk_size=1 << 20):
-    """Downloads url to dest_path, atomically: the bytes go to '<dest_path>.part' and are renamed
-    into place only when the transfer is complete (its size equal to Content-Length, when given).
-
-    An interrupted or failed download never leaves dest_path behind; it raises FCNError naming the
-    URL and where a hand-downloaded copy can be put instead.
-    """
-    dest_dir = os.path.dirname(os.path.abspath(dest_path))
-    os.makedirs(dest_dir, exist_ok=True)
-    part_path = dest_path + ".part"
-    hint = "download it by hand to %s" % dest_path
-    done, total = 0, None
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            started = last_print = time.time()
-            with open(part_path, "wb") as out:
-                while True:
-                    chunk = response.read(chunk_size)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress and time.time() - last_print >= 0.5:
-                        sys.stdout.write(_progress_line(done, total, started))
-                        sys.stdout.flush()
-                        last_print = time.time()
-            if progress:
-                sys.stdout.write(_progress_line(done, total, started) + "\n")
-        if total is not None and done != total:
-            raise FCNError("download of %s stopped at %d of %d bytes; run again, or %s"
-                           % (url, done, total, hint))
-        os.replace(part_path, dest_path)
-    except FCNError:
-        _remove_quietly(part_path)
-        raise
-    except urllib.error.HTTPError as e:
-        _remove_quietly(part_path)
-        raise FCNError("download of %s failed: HTTP %d %s; %s" % (url, e.code, e.reason, hint))
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        # URLError: no network or no such host; OSError: a timeout or a reset; HTTPException:
-        # the server dropped the connection halfway (IncompleteRead and friends).
-        _remove_quietly(part_path)
-        reason = getattr(e, "reason", None) or "%s: %s" % (type(e).__name__, e)
-        raise FCNError("download of %s failed (%s); check the network and run again, or %s"
-                       % (url, reason, hint))
-    return dest_path
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def maybe_download(url, dest_dir, filename=None, **kwargs):
-    """Returns the path of url's file in dest_dir, downloading it first when it is not there."""
-    filename = filename or os.path.basename(url.split("?")[0])
-    dest_path = os.path.join(dest_dir, filename)
-    if not os.path.exists(dest_path):
-        print("Downloading %s to %s" % (url, dest_path))
-        download_file(url, dest_path, **kwargs)
-    return dest_path
+from downloads import maybe_download, url_file_name
+from guards import FCNError, atomic_path, remove_quietly
 
 
 # ----------------------------------------------------------------------------------------------
 # MatConvNet VGG-19 weights
 # ----------------------------------------------------------------------------------------------
 
-# The 16 convolutions of VGG-19 and their TensorFlow kernel shapes [height, width, in, out].
-VGG19_CONV_SHAPES = (
-    ("conv1_1", (3, 3, 3, 64)), ("conv1_2", (3, 3, 64, 64)),
-    ("conv2_1", (3, 3, 64, 128)), ("conv2_2", (3, 3, 128, 128)),
-    ("conv3_1", (3, 3, 128, 256)), ("conv3_2", (3, 3, 256, 256)),
-    ("conv3_3", (3, 3, 256, 256)), ("conv3_4", (3, 3, 256, 256)),
-    ("conv4_1", (3, 3, 256, 512)), ("conv4_2", (3, 3, 512, 512)),
-    ("conv4_3", (3, 3, 512, 512)), ("conv4_4", (3, 3, 512, 512)),
-    ("conv5_1", (3, 3, 512, 512)), ("conv5_2", (3, 3, 512, 512)),
-    ("conv5_3", (3, 3, 512, 512)), ("conv5_4", (3, 3, 512, 512)),
+# VGG-19's 16 convolutions block by block, (name, in channels, out channels), all 3x3; a 2x2
+# pool follows each block. The network, the .mat reader, the test .mat and the FLOP count use it.
+VGG19_BLOCKS = (
+    (("conv1_1", 3, 64), ("conv1_2", 64, 64)),
+    (("conv2_1", 64, 128), ("conv2_2", 128, 128)),
+    (("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), ("conv3_4", 256, 256)),
+    (("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512), ("conv4_4", 512, 512)),
+    (("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512), ("conv5_4", 512, 512)),
 )
+# (name, TensorFlow kernel shape [height, width, in, out]) of the 16, in order.
+VGG19_CONV_SHAPES = tuple((name, (3, 3, cin, cout))
+                          for block in VGG19_BLOCKS for name, cin, cout in block)
+VGG19_FILE_NAME = "imagenet-vgg-verydeep-19.mat"
+USE_VGG19 = "use " + VGG19_FILE_NAME  # what the errors about a wrong .mat advise
 
 
 def get_model_data(dir_path, model_url, timeout=60):
@@ -131,7 +45,7 @@ def get_model_data(dir_path, model_url, timeout=60):
         except OSError as e:
             raise FCNError("--model_dir %s does not exist and cannot be created (%s); "
                            "pass a writable folder" % (dir_path, e.strerror))
-    filename = os.path.basename(model_url.split("?")[0])
+    filename = url_file_name(model_url)
     downloading = not os.path.exists(os.path.join(dir_path, filename))
     path = maybe_download(model_url, dir_path, filename=filename, timeout=timeout)
     if not downloading:
@@ -142,9 +56,9 @@ def get_model_data(dir_path, model_url, timeout=60):
     # user's, and only named.
     try:
         return load_mat(path, hint="it was just downloaded from %s and is removed: run again, or "
-                                   "put imagenet-vgg-verydeep-19.mat there by hand" % model_url)
+                                   "put %s there by hand" % (model_url, VGG19_FILE_NAME))
     except FCNError:
-        _remove_quietly(path)
+        remove_quietly(path)
         raise
 
 
@@ -157,8 +71,8 @@ def load_mat(path, variable_names=None, hint=None):
         return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False,
                                 variable_names=variable_names)
     except Exception as e:  # scipy raises ValueError, MatReadError, TypeError... for a bad file
-        hint = hint or ("delete it so that it is downloaded again, or put "
-                        "imagenet-vgg-verydeep-19.mat there by hand")
+        hint = hint or ("delete it so that it is downloaded again, or put %s there by hand"
+                        % VGG19_FILE_NAME)
         raise FCNError("%s cannot be read as a MATLAB .mat (%s: %s); %s"
                        % (path, type(e).__name__, str(e).splitlines()[0] if str(e) else "", hint))
 
@@ -203,7 +117,7 @@ def mean_pixel_from_average_image(average_image):
 def _layers_by_name(mat, path):
     if "layers" not in mat:
         raise FCNError("%s is not a MatConvNet model (no 'layers' in it); delete it and run again "
-                       "to download imagenet-vgg-verydeep-19.mat" % path)
+                       "to download %s" % (path, VGG19_FILE_NAME))
     layers = {}
     for entry in np.asarray(mat["layers"]).reshape(-1):
         layer = _unwrap(entry)
@@ -235,32 +149,45 @@ def load_vgg19(mat, path="the .mat"):
         layer = layers.get(name)
         if layer is None:
             raise FCNError("%s is not VGG-19: it has no layer %s (is it VGG-16 or another model?); "
-                           "use imagenet-vgg-verydeep-19.mat" % (path, name))
+                           "%s" % (path, name, USE_VGG19))
         params = getattr(layer, "weights", None)
         params = [] if params is None else np.asarray(params, dtype=object).reshape(-1)
         if len(params) != 2:
             raise FCNError("%s is not VGG-19: layer %s has %d weight arrays, expected a kernel and "
-                           "a bias; use imagenet-vgg-verydeep-19.mat" % (path, name, len(params)))
+                           "a bias; %s" % (path, name, len(params), USE_VGG19))
         kernel, bias = np.asarray(params[0]), np.asarray(params[1])
         # MatConvNet's [width, height, in, out] of a square kernel has the same shape as TF's.
         if kernel.shape != tf_shape or bias.size != tf_shape[3]:
             raise FCNError("%s is not VGG-19: layer %s has kernel %s and bias %s, expected %s and "
-                           "(%d,); use imagenet-vgg-verydeep-19.mat"
-                           % (path, name, kernel.shape, bias.shape, tf_shape, tf_shape[3]))
+                           "(%d,); %s" % (path, name, kernel.shape, bias.shape, tf_shape,
+                                          tf_shape[3], USE_VGG19))
         weights[name] = (matconvnet_kernel_to_tf(kernel).astype(np.float32),
                          bias.reshape(-1).astype(np.float32))
         print("Loaded %-8s kernel %-18s bias %s" % (name, tf_shape, (tf_shape[3],)))
+    mean_pixel = mean_pixel_of(mat, path)
+    if mean_pixel is None:
+        raise FCNError("%s has no normalization.averageImage, so the mean pixel is unknown; %s"
+                       % (path, USE_VGG19))
+    print("Mean pixel (RGB): %s" % np.array2string(mean_pixel, precision=3))
+    return weights, mean_pixel
+
+
+def mean_pixel_of(mat, path="the .mat"):
+    """The mean pixel (RGB) of a loaded MatConvNet .mat, or None when it holds no averageImage."""
     normalization = _normalization(mat)
     average_image = None if normalization is None else _field(normalization, "averageImage")
     if average_image is None:
-        raise FCNError("%s has no normalization.averageImage, so the mean pixel is unknown; use "
-                       "imagenet-vgg-verydeep-19.mat" % path)
+        return None
     try:
-        mean_pixel = mean_pixel_from_average_image(average_image)
+        return mean_pixel_from_average_image(average_image)
     except ValueError as e:
-        raise FCNError("%s: %s; use imagenet-vgg-verydeep-19.mat" % (path, e))
-    print("Mean pixel (RGB): %s" % np.array2string(mean_pixel, precision=3))
-    return weights, mean_pixel
+        raise FCNError("%s: %s; %s" % (path, e, USE_VGG19))
+
+
+def read_mean_pixel(path):
+    """The mean pixel of the .mat at path, reading only its normalization (not the 0.5 GB of
+    weights); None when the file holds none."""
+    return mean_pixel_of(load_mat(path, variable_names=("normalization", "meta")), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,10 +251,10 @@ def conv2d_basic(x, W, bias):
 def conv2d_as_matmul(x, W, bias):
     """conv2d_basic's function (stride 1, SAME) as one matrix product over the k x k patches
     of x. For the head's layers, a few pixels with thousands of channels (fc6: 7x7 kernel on
-    7x7 maps, 512 -> 4096), the convolution kernels are slow on the CPU and a GEMM is not:
-    measured in the full training step (batch 10, 224), fc6 this way saves 1.2 to 1.7 s of
-    12 s, fc7 another 0.1 to 0.2 s. W keeps its [k, k, in, out] shape (the same checkpoints):
-    its row-major reshape to [k*k*in, out] orders rows as the patches order their values."""
+    7x7 maps, 512 -> 4096), the CPU's convolution kernels are slow and a GEMM is not (the
+    README's performance section has the figures). W keeps its [k, k, in, out] shape (the same
+    checkpoints): its row-major reshape to [k*k*in, out] orders rows as the patches order their
+    values."""
     W, bias = _as_compute_dtype(x, W, bias)
     k, _, channels_in, channels_out = W.shape.as_list()
     shape = tf.shape(x)
@@ -351,8 +278,7 @@ def upsample_by_phases(x, W, b, stride):
     """conv2d_transpose_strided(x, W, b, output_shape=[N, stride*H, stride*W, C], stride) for a
     kernel of side 2*stride (the head's 16x16 stride-8 conv_t3), computed as four dense 2x2
     convolutions and a transpose that interleaves their outputs, over the same W: the same
-    function and the same variable. For conv_t3 at batch 10, 224x224, this layer's gradients
-    take 1.5 s instead of 2.0 s, its forward pass 0.75 s instead of 0.79 s.
+    function and the same variable, faster on the CPU (the README has the figures).
 
     Why it is equal. With SAME padding the transposed convolution puts input pixel q's kernel
     tap t at output row y = stride*q + t - stride/2. Write y = stride*i + r (r the phase) and
@@ -374,8 +300,8 @@ def upsample_by_phases(x, W, b, stride):
                         axis=[0, 1, 3, 4])  # d, g, r', d_col, g_col, r'_col, out, in
     phase_bias = tf.tile(b, [half * half])
     outputs = []
-    # unstack, then 6-D transposes: one 8-D transpose of W took 0.24 s here, slicing each
-    # group out took 0.13 s in the backward pass (zero-filled gradients); these take 0.03 s.
+    # unstack, then 6-D transposes: one 8-D transpose of W, or slicing each group out (whose
+    # gradients are zero-filled copies), measured several times slower.
     for g_row, row_blocks in enumerate(tf.unstack(blocks, axis=1)):
         for g_col, block in enumerate(tf.unstack(row_blocks, axis=3)):
             # block: d, r', d_col, r'_col, out, in -> kernel: d, d_col, in, (r', r'_col, out)
@@ -383,13 +309,13 @@ def upsample_by_phases(x, W, b, stride):
                                 [2, 2, channels_in, phase_channels])
             # A pad per group rather than one pad and four slices: a slice's gradient is a
             # zero-filled copy, a pad's is a slice; and a VALID convolution keeps the gradients
-            # on oneDNN, where explicit padding sends them to Eigen (40 s for bf16).
+            # on oneDNN, where explicit padding sends them to Eigen (far slower for bf16).
             padded = tf.pad(x, [[0, 0], [1 - g_row, g_row], [1 - g_col, g_col], [0, 0]])
             outputs.append(bias_add(tf.nn.conv2d(padded, kernel, strides=1, padding="VALID"),
                                     phase_bias))
     # Interleave the phases: output row stride*i + half*g + r' and column stride*j +
-    # half*g_col + r'_col. One transpose (6-D, with n*h and (r'_col, out) merged) does it in
-    # 0.04 s here, where concat + transpose + depth_to_space took 0.07 s (batch 10, 224).
+    # half*g_col + r'_col. One transpose (6-D, with n*h and (r'_col, out) merged) does it,
+    # faster than concat + transpose + depth_to_space.
     shape = tf.shape(x)
     phases = tf.reshape(tf.stack(outputs, axis=3),  # n*h, w, g, g_col, r', (r'_col, out)
                         tf.stack([shape[0] * shape[1], shape[2], 2, 2, half,
@@ -439,9 +365,8 @@ def add_variable_summary(var):
 
 def write_image_atomically(path, image):
     """Writes a PNG to path through a temporary name, so that no half-written image is left."""
-    part = path + ".part"
-    imageio.imwrite(part, np.asarray(image), format="PNG")
-    os.replace(part, path)
+    with atomic_path(path) as part:
+        imageio.imwrite(part, np.asarray(image), format="PNG")
     return path
 
 
@@ -451,7 +376,7 @@ def save_image(image, save_dir, name):
                                   np.asarray(image).astype(np.uint8))
 
 
-def label_palette(num_classes=151):
+def label_palette(num_classes):
     """num_classes distinct RGB colours, class 0 black.
 
     The algorithm: the bits of the class index are dealt out in turn to red, green and blue, from
@@ -470,9 +395,8 @@ def label_palette(num_classes=151):
     return palette
 
 
-def colorize(labels, palette=None):
+def colorize(labels, palette):
     """Labels [H,W] or [H,W,1] -> an RGB uint8 image with the palette's colours."""
-    palette = label_palette() if palette is None else palette
     labels = np.asarray(labels)
     if labels.ndim == 3:
         labels = labels[..., 0]
@@ -485,12 +409,11 @@ def blend(image, colours, alpha=0.5):
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
-def side_by_side_panel(image, ground_truth, prediction, class_names, palette=None,
+def side_by_side_panel(image, ground_truth, prediction, class_names, palette,
                        min_tile_width=256):
     """input | ground truth | prediction in colour, above a legend of the classes present by name."""
     from PIL import Image, ImageDraw  # Pillow: installed with imageio, used only for the legend
 
-    palette = label_palette() if palette is None else palette
     gt = np.asarray(ground_truth).reshape(np.asarray(ground_truth).shape[:2])
     pred = np.asarray(prediction).reshape(gt.shape)
     row = np.concatenate([np.asarray(image, np.uint8), colorize(gt, palette),

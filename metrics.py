@@ -1,36 +1,41 @@
-"""Segmentation metrics with the MIT Scene Parsing benchmark's protocol, all from one confusion matrix.
+"""Segmentation metrics, all from one confusion matrix.
 
-Protocol (the benchmark's evaluation code): label 0 ("other") is ignored; intersections and unions
-are summed over the whole validation set before dividing. A prediction of 0 on a labelled pixel is
-a miss for the true class and nobody's false positive.
+The ignore convention (the same as the loss's): a pixel whose ground truth equals ignore_label
+counts nowhere; ignore_label None scores every pixel. With ADE20K's default, label 0 ("other"),
+this is the MIT Scene Parsing benchmark's protocol: intersections and unions are summed over the
+whole validation set before dividing, and a prediction of 0 on a labelled pixel is a miss for the
+true class and nobody's false positive.
 """
 import numpy as np
 
-IGNORE_LABEL = 0  # ground-truth label excluded from every metric (ADE20K's "other")
+from datasets import ADE20K
 
 
-def confusion_matrix(ground_truth, prediction, num_classes):
+def confusion_matrix(ground_truth, prediction, num_classes,
+                     ignore_label=ADE20K.metric_ignore_label):
     """C[t, p] = the number of pixels of true class t predicted as p, over pixels whose ground truth
-    is not IGNORE_LABEL. Rows are ground truth, columns prediction; both arrays of equal shape."""
+    is not ignore_label. Rows are ground truth, columns prediction; both arrays of equal shape."""
     ground_truth = np.asarray(ground_truth).reshape(-1).astype(np.int64)
     prediction = np.asarray(prediction).reshape(-1).astype(np.int64)
     if ground_truth.shape != prediction.shape:
         raise ValueError("ground truth has %d pixels, prediction %d"
                          % (ground_truth.size, prediction.size))
-    keep = ground_truth != IGNORE_LABEL
-    return np.bincount(num_classes * ground_truth[keep] + prediction[keep],
+    if ignore_label is not None:
+        keep = ground_truth != ignore_label
+        ground_truth, prediction = ground_truth[keep], prediction[keep]
+    return np.bincount(num_classes * ground_truth + prediction,
                        minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def scores(confusion):
-    """Every metric of the benchmark from a confusion matrix (classes 1..N-1 scored).
+def scores(confusion, ignore_label=ADE20K.metric_ignore_label):
+    """Every metric of the benchmark from a confusion matrix (every class but ignore_label scored).
 
     Returns a dict: pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou,
-    benchmark_score, and per_class_iou (a list, None where a class has an empty union; index 0 is
-    always None).
+    benchmark_score, and per_class_iou (a list, None where a class has an empty union and at
+    ignore_label).
     """
     confusion = np.asarray(confusion, dtype=np.float64)
-    scored = np.arange(confusion.shape[0]) != IGNORE_LABEL
+    scored = np.arange(confusion.shape[0]) != ignore_label
     true_positive = np.diag(confusion)
     gt_pixels = confusion.sum(axis=1)           # row k: pixels labelled k
     predicted_pixels = confusion.sum(axis=0)    # column k: pixels predicted k (labelled ones only)

@@ -22,11 +22,13 @@ import os
 import posixpath
 import shutil
 import tempfile
-import urllib.parse
 import zipfile
 import zlib
 
-from TensorflowUtils import FCNError, download_file
+from BatchDatsetReader import IMAGE_EXTENSIONS
+from datasets import ADE20K
+from downloads import download_file, url_file_name
+from guards import FCNError, atomic_path, remove_quietly
 
 DATA_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 DATASET_FOLDER = "ADEChallengeData2016"  # what the zip holds, extracted into data_dir
@@ -34,9 +36,7 @@ CACHE_NAME = "MITSceneParsing.json"
 CACHE_FORMAT = "FCN.tensorflow MIT Scene Parsing records"
 CACHE_VERSION = 1
 SPLITS = ("training", "validation")
-NUM_CLASSES = 151  # 150 ADE20K classes and 0, "other"
 CLASS_INFO_NAME = "objectInfo150.txt"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 ANNOTATION_EXTENSION = ".png"
 _EXTRACTING_PREFIX = "." + DATASET_FOLDER + ".extracting-"
 
@@ -201,15 +201,12 @@ def save_cache(data_dir, training, validation):
     costs a warning."""
     path = os.path.join(data_dir, CACHE_NAME)
     cache = records_to_cache({"training": training, "validation": validation}, data_dir)
-    part = path + ".part"
     try:
-        with open(part, "w", encoding="utf-8") as f:
+        with atomic_path(path) as part, open(part, "w", encoding="utf-8") as f:
             json.dump(cache, f, separators=(",", ":"))
-        os.replace(part, path)
     except OSError as e:
         print("Warning: cannot write the record cache %s (%s); continuing without it"
               % (path, e.strerror or e))
-        _remove_quietly(part)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,18 +243,6 @@ def check_zip(zip_path, hint):
     return names
 
 
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def _zip_name(url):
-    name = posixpath.basename(urllib.parse.urlparse(url).path)
-    return name or DATASET_FOLDER + ".zip"
-
-
 def extract_dataset(zip_path, data_dir, hint):
     """Extracts the zip into a temporary folder inside data_dir and renames its
     ADEChallengeData2016 into place; on any failure nothing but the zip is left."""
@@ -288,7 +273,7 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL):
     dataset_dir = os.path.join(data_dir, DATASET_FOLDER)
     if os.path.isdir(dataset_dir):
         return dataset_dir
-    zip_path = os.path.join(data_dir, _zip_name(data_url))
+    zip_path = os.path.join(data_dir, url_file_name(data_url, DATASET_FOLDER + ".zip"))
     downloaded = False
     if not os.path.exists(zip_path):
         print("Downloading %s to %s" % (data_url, zip_path))
@@ -308,7 +293,7 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL):
         extract_dataset(zip_path, data_dir, hint)
     except FCNError:
         if downloaded:  # not the user's file: remove it so that the next run downloads again
-            _remove_quietly(zip_path)
+            remove_quietly(zip_path)
         raise
     return dataset_dir
 
@@ -350,12 +335,12 @@ def parse_class_names(lines):
     """The 151 class names (index 0 'other') from the lines of objectInfo150.txt
     ('Idx Ratio Train Val Name', tab-separated, after a header line); a class the lines do not
     name is called 'class <i>'."""
-    names = ["other"] + ["class %d" % i for i in range(1, NUM_CLASSES)]
+    names = ["other"] + ["class %d" % i for i in range(1, ADE20K.num_classes)]
     for line in lines:
         fields = line.rstrip("\r\n").split("\t")
         if len(fields) >= 5 and fields[0].strip().isdigit():
             index = int(fields[0])
-            if 1 <= index < NUM_CLASSES and fields[4].strip():
+            if 1 <= index < ADE20K.num_classes and fields[4].strip():
                 names[index] = fields[4].strip()
     return names
 

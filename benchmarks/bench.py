@@ -13,8 +13,6 @@ Sections (each prints its rows; --json writes them all, nested, to FILE):
              and PNGs generated here; each record count runs in a fresh process, so that its
              peak RSS is the reader's and not this process's.
   end_to_end the training loop fed by the reader against the step alone.
-The reader sections are "n/a" when BatchDatsetReader.BatchDatset cannot be imported; the bf16
-rows are "n/a" when FCN.inference has no precision argument.
 
 Every timing is the best of several timed runs after warm-up (other work on the machine only ever
 adds time, so the minimum is the least disturbed figure); the median is kept in the JSON too.
@@ -23,7 +21,6 @@ the timed runs: near 1 for the compute-bound sections when the machine was ours,
 processes took cores (the load averages at start and end say the same more coarsely).
 """
 import argparse
-import inspect
 import json
 import math
 import os
@@ -42,9 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-NUM_CLASSES = 151
+from datasets import ADE20K  # noqa: E402
+
+NUM_CLASSES = ADE20K.num_classes  # the reference's network, whose FLOPs are counted
 READER_RESULT_PREFIX = "READER_RESULT "
-NA_READER = "n/a (BatchDatsetReader not available)"
 
 # Sizes of one run. "full" is what the report's figures mean; "quick" only proves the script works.
 SETTINGS = {
@@ -76,24 +74,19 @@ def fcn8s_conv_layers(h, w):
     """The convolutions of FCN-8s on an h x w image, in order, as
     (name, out_height, out_width, dense_kernel_side, cin, cout).
 
-    conv5_4 is left out: the head starts from conv5_3, so conv5_4 feeds nothing and is pruned.
-    A transposed convolution of kernel k and stride s does (k/s)^2 multiply-adds per output pixel
-    per channel pair (each output sees k/s input pixels per axis), so it is listed as a dense
-    convolution of side k/s at its output resolution.
+    The VGG convolutions after FCN.HEAD_INPUT (conv5_4) are left out: they feed nothing and are
+    pruned. A transposed convolution of kernel k and stride s does (k/s)^2 multiply-adds per
+    output pixel per channel pair (each output sees k/s input pixels per axis), so it is listed
+    as a dense convolution of side k/s at its output resolution.
     """
-    vgg_blocks = (  # (pools before the block, [(name, cin, cout), ...])
-        (0, [("conv1_1", 3, 64), ("conv1_2", 64, 64)]),
-        (1, [("conv2_1", 64, 128), ("conv2_2", 128, 128)]),
-        (2, [("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256),
-             ("conv3_4", 256, 256)]),
-        (3, [("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512),
-             ("conv4_4", 512, 512)]),
-        (4, [("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512)]),
-    )
+    import FCN
+    from TensorflowUtils import VGG19_BLOCKS
     layers = []
-    for pools, convs in vgg_blocks:
+    for pools, convs in enumerate(VGG19_BLOCKS):
         for name, cin, cout in convs:
             layers.append((name, _halve(h, pools), _halve(w, pools), 3, cin, cout))
+            if name == FCN.HEAD_INPUT:
+                break
     h32, w32 = _halve(h, 5), _halve(w, 5)
     layers += [("fc6", h32, w32, 7, 512, 4096),
                ("fc7", h32, w32, 1, 4096, 4096),
@@ -129,16 +122,6 @@ TRAIN_FLOP_FACTOR = 3.0
 # ----------------------------------------------------------------------------------------------
 # Small helpers (pure)
 # ----------------------------------------------------------------------------------------------
-
-def precision_kwargs(function, precision):
-    """The keyword arguments that ask `function` for `precision`, or None when it cannot.
-
-    fp32 is what a function without a precision argument computes, so it gets {}.
-    """
-    if "precision" in inspect.signature(function).parameters:
-        return {"precision": precision}
-    return {} if precision == "fp32" else None
-
 
 def summarize_times(seconds, work_per_run):
     """{'best': work/s of the fastest run, 'median': work/s of the median run} for timed runs."""
@@ -236,13 +219,9 @@ def peak_rss_mb():
 # ----------------------------------------------------------------------------------------------
 
 def session_config():
-    """(config, description): FCN's own session settings when it has them, else TF's default."""
-    import tensorflow.compat.v1 as tf
+    """(config, description): the session settings FCN.py runs with."""
     import FCN
-    make = getattr(FCN, "session_config", None)
-    if callable(make):
-        return make(), "FCN.session_config()"
-    return tf.ConfigProto(), "default tf.ConfigProto()"
+    return FCN.session_config(), "FCN.session_config()"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,25 +264,29 @@ def measure_ceiling(dtype_name, shape, convs_per_run, warmup, repeats, config):
 # 2., 3. and 5. The network
 # ----------------------------------------------------------------------------------------------
 
-def build_network(image_size, precision_args, config):
-    """A graph with FCN-8s, its loss and its Adam step, and a session with the variables set.
+def random_vgg_weights(seed=0):
+    """He-scaled random VGG-19 weights in FCN.inference's format: the timings do not depend on
+    the values, and the real .mat cannot be assumed here."""
+    from TensorflowUtils import VGG19_CONV_SHAPES
+    rng = np.random.RandomState(seed)
+    return {name: ((rng.standard_normal(shape) * math.sqrt(2.0 / (9 * shape[2])))
+                   .astype(np.float32), np.zeros(shape[3], np.float32))
+            for name, shape in VGG19_CONV_SHAPES}
 
-    precision_args: {'inference': kwargs, 'train': kwargs}, from precision_kwargs.
-    Returns (session, tensors).
-    """
+
+def build_network(image_size, precision, config):
+    """A graph with FCN-8s computing in precision, its loss and its Adam step, and a session
+    with the variables set. Returns (session, tensors)."""
     import tensorflow.compat.v1 as tf
     import FCN
-    from tests.make_vgg_mat import MEAN_PIXEL, vgg19_kernels
     graph = tf.Graph()
     with graph.as_default():
-        image = tf.placeholder(tf.float32, [None, image_size, image_size, 3], name="input_image")
-        annotation = tf.placeholder(tf.int32, [None, image_size, image_size, 1], name="annotation")
-        keep_prob = tf.placeholder(tf.float32, name="keep_probabilty")
-        pred, logits = FCN.inference(image, keep_prob, vgg=(vgg19_kernels(0), MEAN_PIXEL),
-                                     debug=False, **precision_args["inference"])
+        image, annotation, keep_prob = FCN.input_placeholders(image_size)
+        pred, logits = FCN.inference(image, keep_prob,
+                                     vgg=(random_vgg_weights(), FCN.VGG19_MEAN_PIXEL),
+                                     debug=False, precision=precision)
         loss = FCN.pixel_loss(logits, annotation)
-        train_op = FCN.train(loss, tf.trainable_variables(), learning_rate=1e-4, debug=False,
-                             **precision_args["train"])
+        train_op = FCN.train(loss, tf.trainable_variables(), learning_rate=1e-4, debug=False)
         init = tf.global_variables_initializer()
     sess = tf.Session(graph=graph, config=config)
     sess.run(init)
@@ -374,19 +357,12 @@ def measure_loop_and_step(sess, t, reader, batch, size, warmup, repeats):
 
 
 def network_sections(precision, settings, ceilings, config, reader_data):
-    """{'train': ..., 'inference': ..., 'end_to_end': ...} of one precision, or n/a strings."""
-    import FCN
-    args = {"inference": precision_kwargs(FCN.inference, precision),
-            "train": precision_kwargs(FCN.train, precision)}
-    if args["inference"] is None:
-        na = "n/a (FCN.inference has no precision argument)"
-        return {"train": na, "inference": na, "end_to_end": na}
-    if args["train"] is None:  # the forward can run in bf16 while Adam's update stays fp32
-        args["train"] = {}
+    """{'train': ..., 'inference': ...} of one precision, and 'end_to_end' when reader_data is
+    given (the reader's cost does not depend on the precision: it is measured once)."""
     size, runs, warmup = settings["image_size"], settings["timed_runs"], settings["warmup"]
     train_gflop = TRAIN_FLOP_FACTOR * fcn8s_forward_gflop(size, size)
     forward_gflop = fcn8s_forward_gflop(size, size)
-    sess, t = build_network(size, args, config)
+    sess, t = build_network(size, precision, config)
     try:
         train = {}
         for batch, role in zip(settings["train_batches"], ("large_batch", "small_batch")):
@@ -397,16 +373,16 @@ def network_sections(precision, settings, ceilings, config, reader_data):
         timing = measure_inference(sess, t, batch, size, warmup, runs["large_batch"])
         inference = {"batch%d" % batch: throughput_row(timing, batch, forward_gflop, ceilings,
                                                        precision)}
-        end_to_end = end_to_end_section(sess, t, settings, reader_data)
+        sections = {"train": train, "inference": inference}
+        if reader_data is not None:
+            sections["end_to_end"] = end_to_end_section(sess, t, settings, reader_data)
     finally:
         sess.close()
-    return {"train": train, "inference": inference, "end_to_end": end_to_end}
+    return sections
 
 
 def end_to_end_section(sess, t, settings, reader_data):
     """The loop fed by BatchDatset against the step alone, at the large training batch."""
-    if reader_data is None:
-        return NA_READER
     from BatchDatsetReader import BatchDatset
     batch, size = settings["train_batches"][0], settings["image_size"]
     records = reader_data[min(reader_data)]
@@ -425,14 +401,6 @@ def end_to_end_section(sess, t, settings, reader_data):
 # ----------------------------------------------------------------------------------------------
 # 4. The reader
 # ----------------------------------------------------------------------------------------------
-
-def reader_available():
-    try:
-        import BatchDatsetReader
-    except Exception:  # not written yet, or broken while someone edits it
-        return False
-    return hasattr(BatchDatsetReader, "BatchDatset")
-
 
 def synthetic_scene(rng, height, width):
     """An image with the smooth regions and edges of a photo (so that its JPEG has a photo's size
@@ -530,8 +498,6 @@ def run_reader_child(records, folder, batch, size):
 
 
 def reader_section(reader_data, folder, settings):
-    if reader_data is None:
-        return NA_READER
     return {"records%d" % n: run_reader_child(records, folder, settings["reader_batch"],
                                               settings["image_size"])
             for n, records in sorted(reader_data.items())}
@@ -585,7 +551,7 @@ def run(settings, precision_choice):
               flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fcn-bench-") as folder:
-        reader_data = make_reader_data(folder, settings) if reader_available() else None
+        reader_data = make_reader_data(folder, settings)
         results["reader"] = reader_section(reader_data, folder, settings)
         print("reader done", flush=True)
         for section in ("train", "inference", "end_to_end"):

@@ -39,8 +39,9 @@ def time_tfdata(records):
     import tensorflow as tf
 
     def load(index):
-        _, image, label = reader.load_readable(records, np.arange(len(records)), int(index), SIZE,
-                                               reader.UnreadableRecords(len(records)))
+        options = reader.check_options({"resize": True, "resize_size": SIZE})
+        _, image, label = reader.load_readable(records, np.arange(len(records)), int(index),
+                                               options, reader.UnreadableRecords(len(records)))
         return image, label
 
     def load_tf(index):

@@ -56,6 +56,21 @@ def scene_data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def scene_data(tmp_path_factory):
+    """A smaller --data_dir for the command-line tests: 8 training and 5 validation pairs."""
+    from tests.make_dataset import make_scene_dataset
+    root = str(tmp_path_factory.mktemp("scene"))
+    make_scene_dataset(root, n_train=8, n_val=5, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dirs(scene_data, model_dir):
+    """--data_dir and --model_dir of the generated data and VGG-19, for FCN.py's command line."""
+    return ["--data_dir=" + scene_data, "--model_dir=" + model_dir]
+
+
+@pytest.fixture(scope="session")
 def scene_dataset_zip(tmp_path_factory, scene_data_dir):
     """ADEChallengeData2016.zip of scene_data_dir's dataset, laid out as the real zip."""
     from tests.make_dataset import make_dataset_zip

@@ -10,19 +10,9 @@ fixed seed; fc6, fc7 and fc8 hold small stand-ins (the port never reads them). T
 import numpy as np
 import scipy.io
 
-MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
+from TensorflowUtils import VGG19_BLOCKS
 
-# (name, [height, width, in, out]) of the 16 convolutions, in order, with the pools after blocks.
-_CONVS = [
-    ("conv1_1", 3, 64), ("conv1_2", 64, 64), "pool1",
-    ("conv2_1", 64, 128), ("conv2_2", 128, 128), "pool2",
-    ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), ("conv3_4", 256, 256),
-    "pool3",
-    ("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512), ("conv4_4", 512, 512),
-    "pool4",
-    ("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512), ("conv5_4", 512, 512),
-    "pool5",
-]
+MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
 
 
 def _cell(*items):
@@ -48,34 +38,29 @@ def vgg19_kernels(seed=0, scale=1.0):
     """
     rng = np.random.RandomState(seed)
     kernels = {}
-    for entry in _CONVS:
-        if isinstance(entry, str):
-            continue
-        name, cin, cout = entry
-        std = scale * np.sqrt(2.0 / (9 * cin))
-        kernel = (rng.standard_normal((3, 3, cin, cout)) * std).astype(np.float32)
-        bias = (rng.standard_normal(cout) * 0.01).astype(np.float32)
-        kernels[name] = (kernel, bias)
+    for block in VGG19_BLOCKS:
+        for name, cin, cout in block:
+            std = scale * np.sqrt(2.0 / (9 * cin))
+            kernel = (rng.standard_normal((3, 3, cin, cout)) * std).astype(np.float32)
+            bias = (rng.standard_normal(cout) * 0.01).astype(np.float32)
+            kernels[name] = (kernel, bias)
     return kernels
 
 
 def layer_structs(kernels):
-    """The 43 layer structs of VGG-19 in order, from TF-layout kernels."""
+    """The 43 layer structs of VGG-19 in order (conv, relu, a pool after each block, fc6-fc8,
+    prob), from TF-layout kernels."""
     layers = []
-    block = 1
-    for entry in _CONVS:
-        if isinstance(entry, str):
-            layers.append({"name": entry, "type": "pool", "method": "max",
-                           "pool": np.array([[2, 2]], dtype=np.float64),
-                           "stride": np.array([[2, 2]], dtype=np.float64),
-                           "pad": np.array([[0, 0, 0, 0]], dtype=np.float64)})
-            block += 1
-            continue
-        name = entry[0]
-        kernel, bias = kernels[name]
-        # MatConvNet's layout is [width, height, in, out]: swap the first two axes.
-        layers.append(_conv_struct(name, np.transpose(kernel, (1, 0, 2, 3)), bias))
-        layers.append({"name": "relu" + name[4:], "type": "relu"})
+    for block_number, block in enumerate(VGG19_BLOCKS, 1):
+        for name, _, _ in block:
+            kernel, bias = kernels[name]
+            # MatConvNet's layout is [width, height, in, out]: swap the first two axes.
+            layers.append(_conv_struct(name, np.transpose(kernel, (1, 0, 2, 3)), bias))
+            layers.append({"name": "relu" + name[4:], "type": "relu"})
+        layers.append({"name": "pool%d" % block_number, "type": "pool", "method": "max",
+                       "pool": np.array([[2, 2]], dtype=np.float64),
+                       "stride": np.array([[2, 2]], dtype=np.float64),
+                       "pad": np.array([[0, 0, 0, 0]], dtype=np.float64)})
     small = np.random.RandomState(1)
     for name, shape in (("fc6", (1, 1, 2, 2)), ("fc7", (1, 1, 2, 2)), ("fc8", (1, 1, 2, 2))):
         layers.append(_conv_struct(name, small.standard_normal(shape), np.zeros(shape[3]), pad=0))
@@ -84,6 +69,16 @@ def layer_structs(kernels):
     layers.append({"name": "prob", "type": "softmax"})
     assert len(layers) == 43, len(layers)
     return layers
+
+
+def write_conv_layers_mat(path, shapes):
+    """A cheap MatConvNet-style .mat holding only the conv layers {name: TF kernel shape}, with
+    zero weights and a mean pixel of ones: a stand-in for files that are not VGG-19."""
+    layers = [_conv_struct(name, np.zeros(shape, np.float32), np.zeros(shape[3]))
+              for name, shape in shapes.items()]
+    scipy.io.savemat(path, {"layers": _cell(*layers),
+                            "normalization": {"averageImage": np.ones((1, 1, 3))}})
+    return path
 
 
 def average_image(layout):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import BatchDatsetReader as reader
 import read_MITSceneParsingData as scene
-from TensorflowUtils import FCNError
+from guards import FCNError
 
 import imageio.v2 as imageio
 
@@ -83,16 +83,20 @@ def test_palette_annotation_is_read_as_indices(tmp_path):
     assert np.array_equal(reader.read_annotation(str(tmp_path / "p.png")), labels)
 
 
-def test_bilinear_for_images_nearest_for_labels():
+def test_images_nearest_by_default_or_bilinear_and_labels_always_nearest():
     checker = ((np.indices((40, 40)).sum(axis=0) // 1) % 2 * 255).astype(np.uint8)
-    resized = reader.resize_image(np.dstack([checker] * 3), 25)
+    image = np.dstack([checker] * 3)
     # Bilinear mixes neighbours: values between black and white appear; nearest would not.
-    assert resized.shape == (25, 25, 3) and 0 < resized.mean() < 255
+    resized = reader.resize_image(image, 25, 30, "bilinear")
+    assert resized.shape == (25, 30, 3) and 0 < resized.mean() < 255
     assert len(np.unique(resized)) > 2
+    # The reference's default, misc.imresize(interp='nearest'): only the source's values.
+    nearest = reader.resize_image(image, 25, 30)
+    assert nearest.shape == (25, 30, 3) and set(np.unique(nearest)) == {0, 255}
     labels = np.zeros((40, 40), np.uint8)
     labels[::2] = 150
     labels[:, ::3] = 7
-    assert set(np.unique(reader.resize_label(labels, 25))) <= {0, 7, 150}
+    assert set(np.unique(reader.resize_label(labels, 25, 25))) <= {0, 7, 150}
 
 
 # ---- shapes, labels, grayscale through the reader --------------------------------------------
@@ -116,13 +120,15 @@ def test_every_resized_annotation_keeps_only_its_source_values(records):
             assert set(np.unique(annotations)) <= source and len(source) > 1
 
 
-def test_batch_pixels_are_the_records_resized(records):
-    options = {"resize": True, "resize_size": 40, "seed": 3}
+@pytest.mark.parametrize("interpolation, pillow_filter", [("nearest", Image.NEAREST),
+                                                          ("bilinear", Image.BILINEAR)])
+def test_batch_pixels_are_the_records_resized(records, interpolation, pillow_filter):
+    options = {"resize": True, "resize_size": 40, "seed": 3, "interpolation": interpolation}
     with reader.BatchDatset(records, options) as batches:
         images, annotations = batches.next_batch(4)
         for image, annotation, record in zip(images, annotations, batches.last_batch_records):
             with Image.open(record["image"]) as source:
-                expected = np.asarray(source.convert("RGB").resize((40, 40), Image.BILINEAR))
+                expected = np.asarray(source.convert("RGB").resize((40, 40), pillow_filter))
             with Image.open(record["annotation"]) as source:
                 labels = np.asarray(source.resize((40, 40), Image.NEAREST))
             assert np.abs(image.astype(int) - expected).max() <= 1
@@ -134,7 +140,8 @@ def test_grayscale_jpeg_becomes_three_equal_channels(records):
     with Image.open(gray[0]["image"]) as source:
         assert source.mode == "L"  # the generator really wrote a grayscale JPEG
         expected = np.asarray(source.resize((32, 32), Image.BILINEAR))
-    with reader.BatchDatset(gray, {"resize": True, "resize_size": 32}) as batches:
+    with reader.BatchDatset(gray, {"resize": True, "resize_size": 32,
+                                   "interpolation": "bilinear"}) as batches:
         images, _ = batches.next_batch(1)
     assert images.shape == (1, 32, 32, 3)
     for channel in range(3):
@@ -324,6 +331,8 @@ def test_empty_records_and_bad_options_are_errors(records):
         reader.BatchDatset(records, {"resise": True})
     with pytest.raises(FCNError, match="resize_size is None"):
         reader.BatchDatset(records, {"resize": True})
+    with pytest.raises(FCNError, match="interpolation is 'cubic'; use nearest or bilinear"):
+        reader.BatchDatset(records, {"interpolation": "cubic"})
     with reader.BatchDatset(records, {"resize": True, "resize_size": 8}) as batches:
         with pytest.raises(FCNError, match="batch size 25 is larger than the 24 records"):
             batches.next_batch(25)

@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from benchmarks import bench
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.project import ROOT
 
 
 # ---- the FLOP count ----------------------------------------------------------------------------
@@ -73,19 +72,6 @@ def test_sides_that_are_not_multiples_of_32_round_up_like_same_pooling():
 
 # ---- helpers -----------------------------------------------------------------------------------
 
-def test_precision_is_passed_only_to_a_function_that_takes_it():
-    def without(image, keep_prob, vgg=None, debug=None):
-        pass
-
-    def with_precision(image, keep_prob, vgg=None, debug=None, precision="fp32"):
-        pass
-
-    assert bench.precision_kwargs(without, "fp32") == {}
-    assert bench.precision_kwargs(without, "bf16") is None
-    assert bench.precision_kwargs(with_precision, "fp32") == {"precision": "fp32"}
-    assert bench.precision_kwargs(with_precision, "bf16") == {"precision": "bf16"}
-
-
 def test_summarize_times_gives_work_per_second_of_the_best_and_the_median_run():
     assert bench.summarize_times([2.0, 4.0, 1.0], 10.0) == {"best": 10.0, "median": 5.0}
 
@@ -145,14 +131,11 @@ def expected_keys(results):
                  ("images_per_s", "images_per_s_median", "gflops", "fraction_of_fp32_ceiling")]
     keys += ["inference.fp32.batch%d.%s" % (meta["inference_batch"], name) for name in
              ("images_per_s", "gflops", "fraction_of_fp32_ceiling")]
-    if bench.reader_available():
-        for records in meta["reader_records"]:
-            keys += ["reader.records%d.%s" % (records, name) for name in
-                     ("images_per_s", "first_batch_s", "peak_rss_mb")]
-        keys += ["end_to_end.loop_images_per_s", "end_to_end.step_images_per_s",
-                 "end_to_end.loop_over_step", "end_to_end.cpu_share"]
-    else:
-        keys += ["reader", "end_to_end"]
+    for records in meta["reader_records"]:
+        keys += ["reader.records%d.%s" % (records, name) for name in
+                 ("images_per_s", "first_batch_s", "peak_rss_mb")]
+    keys += ["end_to_end.loop_images_per_s", "end_to_end.step_images_per_s",
+             "end_to_end.loop_over_step", "end_to_end.cpu_share"]
     return keys
 
 
@@ -163,8 +146,6 @@ def test_quick_run_has_every_row_in_the_json_and_the_table(quick_run):
         assert key in rows, key
         assert key in stdout, key
     assert "train.bf16" not in rows  # --precision fp32 measures no bf16 network
-    if not bench.reader_available():
-        assert rows["reader"] == rows["end_to_end"] == bench.NA_READER
 
 
 def test_quick_run_numbers_are_finite_and_positive(quick_run):

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 import read_MITSceneParsingData as scene
-from TensorflowUtils import FCNError
+from guards import FCNError
 
 ZIP_NAME = "ADEChallengeData2016.zip"
 

@@ -119,7 +119,7 @@ def test_bf16_bias_gradient_is_summed_in_float32():
 
 def test_inference_refuses_a_size_that_is_not_a_multiple_of_32(vgg):
     with tf.Graph().as_default():
-        image = tf.placeholder(tf.float32, [None, None, None, 3])
+        image, _, _ = FCN.input_placeholders()
         pred, _ = FCN.inference(image, 1.0, vgg=vgg, debug=False)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -132,7 +132,7 @@ def test_the_head_computes_what_the_reference_builds(vgg):
     (tf.nn.conv2d with W6, tf.nn.conv2d_transpose with W_t3) give on the same tensors."""
     images = np.random.RandomState(5).uniform(0, 255, (2, 64, 96, 3))
     with tf.Graph().as_default() as graph:
-        image = tf.placeholder(tf.float32, [None, None, None, 3])
+        image, _, _ = FCN.input_placeholders()
         _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
         tensor = lambda name: graph.get_tensor_by_name("inference/%s:0" % name)
         fuse_2 = tensor("fuse_2")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.make_dataset import make_scene_dataset
-from tests.test_modes import run_fcn
+from tests.project import run_fcn
 
 STEPS = 120
 # bf16 against fp32 on the same data, seed and steps: the tolerances this project states.

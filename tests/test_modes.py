@@ -3,8 +3,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import imageio.v2 as imageio
 import numpy as np
@@ -12,31 +10,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import FCN
-from tests.make_dataset import make_scene_dataset
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--image_size=64", "--batch_size=2"]
-
-
-def run_fcn(*args, expect=0):
-    """Runs `python FCN.py args`; returns its output (stdout and stderr)."""
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "FCN.py")] + list(args),
-                          capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == expect, out[-3000:]
-    return out
-
-
-@pytest.fixture(scope="session")
-def scene_data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("scene"))
-    make_scene_dataset(root, n_train=8, n_val=5, seed=1)
-    return root
-
-
-@pytest.fixture(scope="session")
-def dirs(scene_data, model_dir):
-    return ["--data_dir=" + scene_data, "--model_dir=" + model_dir]
+from tests.project import SMALL, run_fcn
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +58,7 @@ def test_a_checkpoint_without_global_step_restores_with_the_step_of_its_name(vgg
     os.makedirs(logs)
     # The original implementation's graph: the network and Adam, no global_step.
     with tf.Graph().as_default():
-        image = tf.placeholder(tf.float32, [None, None, None, 3])
-        annotation = tf.placeholder(tf.int32, [None, None, None, 1])
+        image, annotation, _ = FCN.input_placeholders()
         _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
         FCN.train(FCN.pixel_loss(logits, annotation), tf.trainable_variables(), 1e-4, False)
         with tf.Session() as sess:

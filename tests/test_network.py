@@ -17,9 +17,7 @@ def build(vgg, debug=False, with_train_op=True):
     """A fresh graph: placeholders with N, H, W unknown, the network, its loss and Adam."""
     graph = tf.Graph()
     with graph.as_default():
-        image = tf.placeholder(tf.float32, [None, None, None, 3], name="input_image")
-        annotation = tf.placeholder(tf.int32, [None, None, None, 1], name="annotation")
-        keep_prob = tf.placeholder(tf.float32, name="keep_probabilty")
+        image, annotation, keep_prob = FCN.input_placeholders()
         pred, logits = FCN.inference(image, keep_prob, vgg=vgg, debug=debug)
         loss = FCN.pixel_loss(logits, annotation)
         train_op = None

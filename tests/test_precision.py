@@ -8,7 +8,7 @@ import FCN
 def _logits(vgg, precision, images, checkpoint=None, save_to=None):
     with tf.Graph().as_default():
         tf.set_random_seed(7)
-        image = tf.placeholder(tf.float32, [None, None, None, 3])
+        image, _, _ = FCN.input_placeholders()
         _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False, precision=precision)
         names = [(v.op.name, v.dtype.base_dtype, v.shape.as_list())
                  for v in tf.global_variables()]

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import read_MITSceneParsingData as scene
-from TensorflowUtils import FCNError
+from guards import FCNError
+from tests.project import project_sources
 
 TRAIN_NAMES = ["ADE_train_%08d" % i for i in range(1, 25)]
 VAL_NAMES = ["ADE_val_%08d" % i for i in range(1, 9)]
@@ -236,13 +237,6 @@ def test_class_names_parse_skips_bad_lines():
 
 # ---- project-wide rules ----------------------------------------------------------------------
 
-def _project_sources():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = glob.glob(os.path.join(root, "*.py")) + glob.glob(os.path.join(root, "tests", "*.py"))
-    paths += glob.glob(os.path.join(root, "benchmarks", "*.py"))
-    return [p for p in paths if os.path.abspath(p) != os.path.abspath(__file__)]
-
-
 @pytest.mark.parametrize("rule, pattern", [
     ("loads a pickle", r"\bpickle\.loads?\(|\bcPickle\b|import pickle"),
     ("uses scipy.misc", r"scipy\.misc|from scipy import misc"),
@@ -251,7 +245,7 @@ def _project_sources():
 ])
 def test_nothing_in_the_project(rule, pattern):
     offenders = []
-    for path in _project_sources():
+    for path in project_sources(but=__file__):
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 if re.search(pattern, line):

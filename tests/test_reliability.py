@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 import pytest
-import scipy.io
 import tensorflow.compat.v1 as tf
 
 import imageio.v2 as imageio
@@ -33,11 +32,11 @@ import imageio.v2 as imageio
 import BatchDatsetReader as reader
 import FCN
 import TensorflowUtils as utils
+from guards import FCNError
 from tests.make_dataset import make_scene_dataset
-from tests.test_modes import SMALL, dirs, run_fcn, scene_data  # noqa: F401 (fixtures)
+from tests.make_vgg_mat import write_conv_layers_mat
+from tests.project import FCN_PY, SMALL, project_sources, run_fcn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FCN_PY = os.path.join(ROOT, "FCN.py")
 VGG_NAME = os.path.basename(FCN.MODEL_URL)
 ZIP_NAME = "ADEChallengeData2016.zip"
 HANG = 600  # seconds: only against a hang, never an assertion about speed
@@ -189,7 +188,7 @@ def copy_dataset(source, tmp_path):
 # ---- killed, stopped, refused, non-finite: one logs_dir through a sequence of runs ---------------
 
 @pytest.fixture(scope="module")
-def kill_sequence(tmp_path_factory, dirs):  # noqa: F811
+def kill_sequence(tmp_path_factory, dirs):
     """Runs on one logs_dir, each started after the previous one ended:
 
     1. SIGKILL right after step 1 (no checkpoint yet; its lock file stays behind);
@@ -376,7 +375,7 @@ def _set_label(path, value):
 
 
 @pytest.mark.parametrize("fault", ["value", "size"])
-def test_bad_data_stops_training_before_its_first_step(fault, scene_data, model_dir,  # noqa: F811
+def test_bad_data_stops_training_before_its_first_step(fault, scene_data, model_dir,
                                                        tmp_path, capsys):
     data_dir = copy_dataset(scene_data, tmp_path)
     annotation = os.path.join(data_dir, "ADEChallengeData2016", "annotations", "training",
@@ -460,7 +459,7 @@ def _refused(capsys, *args):
     return err
 
 
-def test_logs_dir_that_cannot_be_written(scene_data, model_dir, tmp_path, capsys):  # noqa: F811
+def test_logs_dir_that_cannot_be_written(scene_data, model_dir, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     logs = str(tmp_path / "afile" / "logs")
     err = _refused(capsys, "--mode=train", "--logs_dir=" + logs, "--data_dir=" + scene_data,
@@ -476,7 +475,7 @@ def test_data_dir_that_cannot_be_created(model_dir, tmp_path, capsys):
     assert "--data_dir %s does not exist and cannot be created" % data_dir in err
 
 
-def test_model_dir_that_cannot_be_created(scene_data, tmp_path, capsys):  # noqa: F811
+def test_model_dir_that_cannot_be_created(scene_data, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     model = str(tmp_path / "afile" / "Model_zoo")
     err = _refused(capsys, "--mode=train", "--logs_dir=" + str(tmp_path / "logs"),
@@ -484,18 +483,8 @@ def test_model_dir_that_cannot_be_created(scene_data, tmp_path, capsys):  # noqa
     assert "--model_dir %s does not exist and cannot be created" % model in err
 
 
-def _vgg16_like_mat(path):
-    """A MatConvNet-style .mat whose layers stop at conv1_2 (cheap; not VGG-19)."""
-    cell = np.empty((1, 2), dtype=object)
-    for i, (name, shape) in enumerate(utils.VGG19_CONV_SHAPES[:2]):
-        weights = np.empty((1, 2), dtype=object)
-        weights[0, 0], weights[0, 1] = np.zeros(shape, np.float32), np.zeros((shape[3], 1))
-        cell[0, i] = {"weights": weights, "type": "conv", "name": name}
-    scipy.io.savemat(path, {"layers": cell, "normalization": {"averageImage": np.ones(3)}})
-
-
 @pytest.mark.parametrize("content", ["not_vgg19", "html"])
-def test_a_mat_in_model_dir_that_is_not_vgg19_is_refused_and_kept(content, scene_data,  # noqa
+def test_a_mat_in_model_dir_that_is_not_vgg19_is_refused_and_kept(content, scene_data,
                                                                    tmp_path, capsys):
     model = tmp_path / "Model_zoo"
     model.mkdir()
@@ -505,7 +494,7 @@ def test_a_mat_in_model_dir_that_is_not_vgg19_is_refused_and_kept(content, scene
             f.write("<html><body>Moved</body></html>")
         expected = "%s cannot be read as a MATLAB .mat" % path
     else:
-        _vgg16_like_mat(path)
+        write_conv_layers_mat(path, dict(utils.VGG19_CONV_SHAPES[:2]))  # stops at conv1_2
         expected = "%s is not VGG-19: it has no layer conv2_1" % path
     err = _refused(capsys, "--mode=train", "--logs_dir=" + str(tmp_path / "logs"),
                    "--data_dir=" + scene_data, "--model_dir=" + str(model), *SMALL)
@@ -580,7 +569,7 @@ def test_vgg_download_fault_is_one_line_leaves_nothing_and_the_next_call_recover
         kind, expected, server, tmp_path):
     model = str(tmp_path / "Model_zoo")
     url = _closed_port_url() if kind == "closed" else server(kind)
-    with pytest.raises(utils.FCNError) as error:
+    with pytest.raises(FCNError) as error:
         utils.get_model_data(model, url, timeout=20)
     message = str(error.value)
     assert "\n" not in message and re.search(expected, message), message
@@ -594,7 +583,7 @@ def test_vgg_download_fault_is_one_line_leaves_nothing_and_the_next_call_recover
 def test_a_truncated_dataset_zip_is_refused_removed_and_the_next_call_recovers(server, tmp_path):
     import read_MITSceneParsingData as scene
     data_dir = str(tmp_path / "data")
-    with pytest.raises(utils.FCNError, match=r"is not a valid zip .*removed: run again"):
+    with pytest.raises(FCNError, match=r"is not a valid zip .*removed: run again"):
         scene.read_dataset(data_dir, data_url=server("truncated", ZIP_NAME))
     assert os.listdir(data_dir) == []
     training, validation = scene.read_dataset(data_dir, data_url=server("good", ZIP_NAME))
@@ -603,18 +592,11 @@ def test_a_truncated_dataset_zip_is_refused_removed_and_the_next_call_recovers(s
 
 # ---- archives ----------------------------------------------------------------------------------
 
-def _project_sources():
-    paths = glob.glob(os.path.join(ROOT, "*.py"))
-    for folder in ("tests", "benchmarks"):
-        paths += glob.glob(os.path.join(ROOT, folder, "*.py"))
-    return [p for p in paths if os.path.abspath(p) != os.path.abspath(__file__)]
-
-
 def test_any_tar_extraction_uses_the_data_filter():
     """The project extracts no tar today (the dataset is a zip); should one come, it must pass
     filter="data", which refuses absolute paths, '..', links out of the folder and devices."""
     offenders = []
-    for path in _project_sources():
+    for path in project_sources(but=__file__):
         with open(path, encoding="utf-8") as f:
             source = f.read()
         if re.search(r"\btarfile\b|unpack_archive", source):

@@ -11,7 +11,9 @@ import tensorflow.compat.v1 as tf
 
 import FCN
 import TensorflowUtils as utils
-from tests.make_vgg_mat import MEAN_PIXEL, layer_structs, vgg19_kernels, write_vgg19_mat
+from guards import FCNError
+from tests.make_vgg_mat import (MEAN_PIXEL, layer_structs, vgg19_kernels, write_conv_layers_mat,
+                                 write_vgg19_mat)
 
 
 def numpy_conv_same_from_matconvnet(image, kernel_whio, bias):
@@ -86,51 +88,30 @@ def test_mean_pixel_from_average_image_shapes():
         utils.mean_pixel_from_average_image(np.zeros((4, 4)))
 
 
-def _small_mat(path, convs, **extra):
-    """A .mat with only the given conv layers ({name: tf-shape}), cheap to write."""
-    layers = []
-    for name, shape in convs.items():
-        layers.append({"weights": _pair(np.zeros(shape, np.float32), np.zeros((shape[3], 1))),
-                       "type": "conv", "name": name})
-    cell = np.empty((1, len(layers)), dtype=object)
-    for i, layer in enumerate(layers):
-        cell[0, i] = layer
-    content = {"layers": cell, "normalization": {"averageImage": np.ones((1, 1, 3))}}
-    content.update(extra)
-    scipy.io.savemat(path, content)
-    return path
-
-
-def _pair(a, b):
-    cell = np.empty((1, 2), dtype=object)
-    cell[0, 0], cell[0, 1] = a, b
-    return cell
-
-
 def test_a_vgg16_file_is_refused_naming_the_missing_layer(tmp_path):
     convs = dict(utils.VGG19_CONV_SHAPES[:7])  # VGG-16 has no conv3_4
-    path = _small_mat(str(tmp_path / "vgg16.mat"), convs)
-    with pytest.raises(utils.FCNError, match=r"not VGG-19: it has no layer conv3_4"):
+    path = write_conv_layers_mat(str(tmp_path / "vgg16.mat"), convs)
+    with pytest.raises(FCNError, match=r"not VGG-19: it has no layer conv3_4"):
         utils.load_vgg19(utils.load_mat(path), path)
 
 
 def test_a_wrong_kernel_shape_is_refused_naming_the_layer(tmp_path):
-    path = _small_mat(str(tmp_path / "bad.mat"), {"conv1_1": (3, 3, 3, 32)})
-    with pytest.raises(utils.FCNError, match=r"layer conv1_1 has kernel \(3, 3, 3, 32\)"):
+    path = write_conv_layers_mat(str(tmp_path / "bad.mat"), {"conv1_1": (3, 3, 3, 32)})
+    with pytest.raises(FCNError, match=r"layer conv1_1 has kernel \(3, 3, 3, 32\)"):
         utils.load_vgg19(utils.load_mat(path), path)
 
 
 def test_a_file_that_is_not_a_mat_is_refused(tmp_path):
     path = tmp_path / "imagenet-vgg-verydeep-19.mat"
     path.write_text("<html>404 Not Found</html>")
-    with pytest.raises(utils.FCNError, match=r"cannot be read as a MATLAB \.mat.*delete it"):
+    with pytest.raises(FCNError, match=r"cannot be read as a MATLAB \.mat.*delete it"):
         utils.load_mat(str(path))
 
 
 def test_a_mat_without_layers_is_refused(tmp_path):
     path = str(tmp_path / "other.mat")
     scipy.io.savemat(path, {"x": np.ones(3)})
-    with pytest.raises(utils.FCNError, match=r"not a MatConvNet model \(no 'layers'"):
+    with pytest.raises(FCNError, match=r"not a MatConvNet model \(no 'layers'"):
         utils.load_vgg19(utils.load_mat(path), path)
 
 
@@ -172,6 +153,6 @@ def test_get_model_data_downloads_once_then_uses_the_file(tmp_path, mat_server, 
 
 def test_a_download_error_names_the_url_and_leaves_nothing(tmp_path, mat_server):
     url = mat_server + "missing.mat"
-    with pytest.raises(utils.FCNError, match=r"missing\.mat failed: HTTP 404"):
+    with pytest.raises(FCNError, match=r"missing\.mat failed: HTTP 404"):
         utils.get_model_data(str(tmp_path), url)
     assert os.listdir(str(tmp_path)) == []

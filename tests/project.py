@@ -1,0 +1,26 @@
+"""The project under test: where it is, its source files, and running FCN.py as a user does."""
+import glob
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FCN_PY = os.path.join(ROOT, "FCN.py")
+SMALL = ["--image_size=64", "--batch_size=2"]  # the flags that keep a test's network small
+
+
+def run_fcn(*args, expect=0):
+    """Runs `python FCN.py args`; returns its output (stdout and stderr)."""
+    proc = subprocess.run([sys.executable, FCN_PY] + list(args),
+                          capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == expect, out[-3000:]
+    return out
+
+
+def project_sources(but=None):
+    """Every .py of the project (top level, tests, benchmarks), except the file `but`."""
+    paths = glob.glob(os.path.join(ROOT, "*.py"))
+    for folder in ("tests", "benchmarks"):
+        paths += glob.glob(os.path.join(ROOT, folder, "*.py"))
+    return [p for p in paths if but is None or os.path.abspath(p) != os.path.abspath(but)]
