@@ -27,10 +27,12 @@ import zlib
 
 from BatchDatsetReader import IMAGE_EXTENSIONS
 from datasets import ADE20K
-from downloads import download_file, url_file_name
-from guards import FCNError, atomic_path, remove_quietly
+from downloads import check_file_in_place, download_first, remove_download, url_file_name
+from guards import FCNError, atomic_path
 
 DATA_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
+# The published MD5 of the zip, by URL: another URL (a mirror, a test's server) has none known.
+DATA_MD5S = {DATA_URL: "7328b3957e407ddae1d3cbf487f149ef"}
 DATASET_FOLDER = "ADEChallengeData2016"  # what the zip holds, extracted into data_dir
 CACHE_NAME = "MITSceneParsing.json"
 CACHE_FORMAT = "FCN.tensorflow MIT Scene Parsing records"
@@ -267,18 +269,22 @@ def extract_dataset(zip_path, data_dir, hint):
     return dataset_dir
 
 
-def maybe_download_and_extract(data_dir, data_url=DATA_URL):
+def maybe_download_and_extract(data_dir, data_url=DATA_URL, checksums=DATA_MD5S):
     """Returns <data_dir>/ADEChallengeData2016, downloading and extracting it first only when
-    that folder is missing. A zip already in data_dir (put there by hand) is used as is."""
+    that folder is missing. The download is checked against data_url's MD5 in checksums
+    ({url: md5}) and removed if it does not match; a zip already in data_dir (put there by hand)
+    is used as is, with a warning if it does not match."""
     dataset_dir = os.path.join(data_dir, DATASET_FOLDER)
     if os.path.isdir(dataset_dir):
         return dataset_dir
     zip_path = os.path.join(data_dir, url_file_name(data_url, DATASET_FOLDER + ".zip"))
+    md5 = checksums.get(data_url)
     downloaded = False
-    if not os.path.exists(zip_path):
-        print("Downloading %s to %s" % (data_url, zip_path))
+    if os.path.exists(zip_path):
+        check_file_in_place(zip_path, [md5], data_url)
+    else:
         try:
-            download_file(data_url, zip_path)
+            download_first([(data_url, md5)], zip_path)
         except FCNError as e:
             raise FCNError("%s, or extract it by hand into %s" % (e, dataset_dir)) from None
         downloaded = True
@@ -293,7 +299,7 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL):
         extract_dataset(zip_path, data_dir, hint)
     except FCNError:
         if downloaded:  # not the user's file: remove it so that the next run downloads again
-            remove_quietly(zip_path)
+            remove_download(zip_path)
         raise
     return dataset_dir
 

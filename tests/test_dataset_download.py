@@ -1,18 +1,16 @@
 """read_dataset's download and extraction against a local HTTP server on 127.0.0.1: a good zip,
 a connection dropped halfway, a file that is not a zip, an HTTP error, no server at all, a zip
 with entries that leave the folder, a corrupt zip, a zip put there by hand."""
-import http.server
 import io
 import os
-import posixpath
-import socket
-import threading
 import zipfile
 
 import pytest
 
 import read_MITSceneParsingData as scene
 from guards import FCNError
+from tests import local_server
+from tests.local_server import LocalServer
 
 ZIP_NAME = "ADEChallengeData2016.zip"
 
@@ -51,47 +49,13 @@ def server(scene_dataset_zip):
                                 ("/tmp/fcn_absolute_evil.txt", b"outside")]),
         "corrupt": _corrupted(good),
     }
-    requests = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            kind = posixpath.dirname(self.path).strip("/")  # a URL path, "/good/<zip>"
-            requests.append(kind)
-            body = bodies.get(kind)
-            if body is None:
-                self.send_error(404, "Not Found")
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/zip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if kind == "drop":  # half the promised bytes, then the connection closes
-                self.wfile.write(body[:len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = "http://127.0.0.1:%d" % httpd.server_address[1]
-    yield type("Server", (), {"url": lambda self, kind: "%s/%s/%s" % (base, kind, ZIP_NAME),
-                              "requests": requests})()
-    httpd.shutdown()
-    httpd.server_close()
+    with LocalServer(bodies, name=ZIP_NAME) as server:
+        yield server
 
 
 @pytest.fixture
 def closed_port_url():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return "http://127.0.0.1:%d/%s" % (port, ZIP_NAME)
+    return local_server.closed_port_url(ZIP_NAME)
 
 
 def _leftovers(data_dir):
