@@ -29,13 +29,13 @@ as its dependency: images by nearest neighbour as the reference did ({'interpola
 interpolated). Grayscale becomes 3 channels on the last axis, alpha is dropped, other modes
 (CMYK, palette, 16-bit) are converted to 8-bit RGB.
 
-Bad data: an annotation value above 150, or an image and annotation of different sizes, raise
-FCNError naming the file(s). An unreadable or truncated file is skipped with a warning naming it
-(the next record of the epoch takes its place, so batches stay full; with {'drop_remainder':
-False}, the mode that visits every record once, its batch is one shorter instead, so that no
-record is counted twice); when more than 1% of the reader's records turn out unreadable,
-FCNError. Errors raised in a worker surface in the caller's thread, from next_batch or
-get_random_batch.
+Bad data: an annotation value outside the classes (other than the ignore label), or an image and
+annotation of different sizes, raise FCNError naming the file(s). An unreadable or truncated file
+is skipped with a warning naming it (the next record of the epoch takes its place, so batches
+stay full; with {'drop_remainder': False}, the mode that visits every record once, its batch is
+one shorter instead, so that no record is counted twice); when more than 1% of the reader's
+records turn out unreadable, FCNError. Errors raised in a worker surface in the caller's thread,
+from next_batch or get_random_batch.
 """
 import collections
 import concurrent.futures
@@ -62,6 +62,7 @@ MAX_UNREADABLE_FRACTION = 0.01
 _BATCHES_IN_FLIGHT = 2  # batches whose decoding is queued for the workers, beyond the prefetch
 
 DEFAULT_OPTIONS = {"resize": False, "resize_size": None, "interpolation": "nearest",
+                   "num_classes": NUM_CLASSES, "extra_label": None,
                    "shuffle": True, "seed": DEFAULT_SEED,
                    "drop_remainder": True, "workers": DEFAULT_WORKERS,
                    "prefetch": DEFAULT_PREFETCH}
@@ -119,7 +120,8 @@ def label_plane(array, path):
             array = array[:, :, 0]
         else:
             raise FCNError("annotation %s is a colour image (%d channels); expected one channel "
-                           "of class indices 0..%d" % (path, array.shape[2], NUM_CLASSES - 1))
+                           "(or a palette) of class indices: convert its colours to class "
+                           "numbers" % (path, array.shape[2]))
     if array.ndim != 2:
         raise FCNError("annotation %s has shape %s; expected one channel of class indices"
                        % (path, array.shape))
@@ -135,20 +137,28 @@ def check_sizes(image_shape, label_shape, image_path, annotation_path):
                           label_shape[0], label_shape[1]))
 
 
-def check_values(label, annotation_path, num_classes=NUM_CLASSES):
-    """Raises FCNError when a label is outside 0..num_classes-1, naming the file and the value."""
-    if label.size:
-        high, low = int(label.max()), int(label.min())
-        if high >= num_classes or low < 0:
-            raise FCNError("annotation %s holds the value %d, outside the classes 0..%d; fix or "
-                           "remove it" % (annotation_path, high if high >= num_classes else low,
-                                          num_classes - 1))
+def check_values(label, annotation_path, num_classes=NUM_CLASSES, extra_label=None):
+    """Raises FCNError when a label is outside 0..num_classes-1 and is not extra_label (the
+    ignore label, e.g. 255), naming the file, the value and the class count: the reference fed
+    such labels to the loss and got NaN."""
+    if not label.size or (label.max() < num_classes and label.min() >= 0):
+        return
+    bad = (label < 0) | (label >= num_classes)
+    if extra_label is not None:
+        bad &= label != extra_label
+    if bad.any():
+        value = int(label[bad].reshape(-1)[0])
+        ignored = "" if extra_label is None else "; ignore label %d" % extra_label
+        raise FCNError("annotation %s holds the value %d, outside the classes 0..%d (%d classes%s);"
+                       " fix or remove it, or check --dataset and --ignore_label"
+                       % (annotation_path, value, num_classes - 1, num_classes, ignored))
 
 
-def check_pair(image_shape, label, image_path, annotation_path, num_classes=NUM_CLASSES):
+def check_pair(image_shape, label, image_path, annotation_path, num_classes=NUM_CLASSES,
+               extra_label=None):
     """check_sizes and check_values of one decoded pair."""
     check_sizes(image_shape, label.shape, image_path, annotation_path)
-    check_values(label, annotation_path, num_classes)
+    check_values(label, annotation_path, num_classes, extra_label)
 
 
 _PILLOW_FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR}
@@ -196,12 +206,15 @@ def read_annotation(path):
     return label_plane(_read(path, rgb=False), path)
 
 
-def load_pair(record, resize_size=None, num_classes=NUM_CLASSES, interpolation="nearest"):
-    """(image uint8 [S,S,3], annotation int32 [S,S,1]) of one record, checked, then resized when
-    resize_size is given (the image by interpolation). Raises UnreadableFile or FCNError."""
+def load_pair(record, resize_size=None, num_classes=NUM_CLASSES, interpolation="nearest",
+              extra_label=None):
+    """(image uint8 [S,S,3], annotation int32 [S,S,1]) of one record, checked (labels 0..
+    num_classes-1 or extra_label), then resized when resize_size is given (the image by
+    interpolation). Raises UnreadableFile or FCNError."""
     image = read_image(record["image"])
     label = read_annotation(record["annotation"])
-    check_pair(image.shape, label, record["image"], record["annotation"], num_classes)
+    check_pair(image.shape, label, record["image"], record["annotation"], num_classes,
+               extra_label)
     if resize_size:
         image = resize_image(image, resize_size, resize_size, interpolation)
         label = resize_label(label, resize_size, resize_size)
@@ -291,7 +304,8 @@ def load_readable(records, order, position, options, unreadable, replace=True):
             continue
         try:
             return (index,) + load_pair(records[index], options["resize_size"],
-                                        interpolation=options["interpolation"])
+                                        options["num_classes"], options["interpolation"],
+                                        options["extra_label"])
         except UnreadableFile as e:
             unreadable.add(index, e)
     if not replace:
@@ -473,8 +487,9 @@ class BatchDatset:
 
     def __init__(self, records_list, image_options=None):
         """records_list: records {'image': path, 'annotation': path, 'filename': stem};
-        image_options: resize (False), resize_size, shuffle (True), seed (0),
-        drop_remainder (True), workers, prefetch (batches, 4)."""
+        image_options: resize (False), resize_size, interpolation ('nearest'), num_classes
+        (151) and extra_label (None: the ignore label beyond the classes that annotations may
+        hold), shuffle (True), seed (0), drop_remainder (True), workers, prefetch (batches, 4)."""
         self.records = list(records_list)
         if not self.records:
             raise FCNError("a batch reader needs records, and this split has none; check "
@@ -583,7 +598,7 @@ def _header_size(path):
         raise UnreadableFile(path, e) from None
 
 
-def validate_records(records, max_check=100, num_classes=NUM_CLASSES):
+def validate_records(records, max_check=100, num_classes=NUM_CLASSES, extra_label=None):
     """Checks a split before training, so that bad data stops it before its first step.
 
     Every pair: image and annotation of the same size, from the file headers only (about 35 us a
@@ -605,5 +620,5 @@ def validate_records(records, max_check=100, num_classes=NUM_CLASSES):
             continue
         check_sizes(image_size, label_size, record["image"], record["annotation"])
         if label is not None:
-            check_values(label, record["annotation"], num_classes)
+            check_values(label, record["annotation"], num_classes, extra_label)
     return len(unreadable.reasons)

@@ -12,6 +12,7 @@ As a library (the reference's API): inference(image, keep_prob), pixel_loss, tra
 One rule for their optional arguments: an argument left None takes its command-line flag's value
 (the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
+import json
 import os
 import random
 import sys
@@ -24,6 +25,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 import TensorflowUtils as utils  # noqa: E402
 import checkpoints  # noqa: E402
+import datasets  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # noqa: E402
                     write_json_atomically)
@@ -35,10 +37,23 @@ tf.flags.DEFINE_string("mode", "train", "train, visualize, validate or predict")
 tf.flags.DEFINE_bool("debug", False, "add activation, gradient and variable histograms (train)")
 # ---- folders ----
 tf.flags.DEFINE_string("logs_dir", "logs/", "checkpoints, summaries, settings and outputs")
-tf.flags.DEFINE_string("data_dir", "Data_zoo/MIT_SceneParsing/",
-                       "dataset folder; ADEChallengeData2016 is downloaded into it when missing")
+tf.flags.DEFINE_string("data_dir", "",
+                       "dataset folder (default: Data_zoo/MIT_SceneParsing/ for ade20k, "
+                       "Data_zoo/PascalVOC/ for voc; ade20k and voc are downloaded into it when "
+                       "missing); required for folder")
 tf.flags.DEFINE_string("model_dir", "Model_zoo/",
                        "where %s is kept (downloaded when missing)" % utils.VGG19_FILE_NAME)
+# ---- the data ----
+tf.flags.DEFINE_string("dataset", ADE20K.name,
+                       "ade20k (MIT Scene Parsing, the reference's), voc (PASCAL VOC 2012) or "
+                       "folder (your own: images/, annotations/, classes.txt in --data_dir)")
+tf.flags.DEFINE_integer("ignore_label", None,
+                        "pixels with this label count in neither the loss nor the metrics "
+                        "(default: 255 for voc and folder; for ade20k the loss trains on 0, "
+                        "'other', and the metrics ignore it)")
+tf.flags.DEFINE_string("init_from", "",
+                       "train: start a new run from another model's weights (a checkpoint prefix "
+                       "or its folder): every variable whose name and shape match")
 # ---- training ----
 tf.flags.DEFINE_integer("batch_size", 10, "images per step (the reference used 2)")
 tf.flags.DEFINE_float("learning_rate", 1e-4, "Adam's learning rate")
@@ -139,13 +154,15 @@ def _fc_as_conv(x, shape, index, keep_prob, debug):
     return tf.nn.dropout(relu, rate=tf.cast(1.0 - keep_prob, relu.dtype))
 
 
-def inference(image, keep_prob, vgg=None, debug=None, precision=None):
+def inference(image, keep_prob, vgg=None, debug=None, precision=None,
+              num_classes=NUM_OF_CLASSESS):
     """FCN-8s. image: float [N,H,W,3], RGB 0..255, H and W multiples of 32 (N, H, W may be None).
 
     vgg: (weights, mean_pixel) from load_vgg(); loaded from --model_dir when None.
     precision: 'fp32', or 'bf16' to compute the layers in bfloat16 while the variables stay
     float32 (the same checkpoints); the logits are float32 either way.
-    Returns (annotation_pred [N,H,W,1] int64, logits [N,H,W,NUM_OF_CLASSESS]).
+    num_classes: ADE20K's 151 by default; only W8, b8, W_t1, W_t3 and b_t3 depend on it.
+    Returns (annotation_pred [N,H,W,1] int64, logits [N,H,W,num_classes]).
     """
     debug = _flag("debug") if debug is None else debug
     precision = _flag("precision") if precision is None else precision
@@ -167,14 +184,14 @@ def inference(image, keep_prob, vgg=None, debug=None, precision=None):
         relu_dropout6 = _fc_as_conv(pool5, [7, 7, 512, 4096], "6", keep_prob, debug)
         relu_dropout7 = _fc_as_conv(relu_dropout6, [1, 1, 4096, 4096], "7", keep_prob, debug)
 
-        W8 = utils.weight_variable([1, 1, 4096, NUM_OF_CLASSESS], name="W8")
-        b8 = utils.bias_variable([NUM_OF_CLASSESS], name="b8")
+        W8 = utils.weight_variable([1, 1, 4096, num_classes], name="W8")
+        b8 = utils.bias_variable([num_classes], name="b8")
         conv8 = utils.conv2d_basic(relu_dropout7, W8, b8)  # the coarse heat map, 1/32 scale
 
         # Upsample x2 and fuse with pool4. Deliberate (the reference): the upsampled map goes
         # back to 512 channels and is added to raw pool4; the paper adds a 1x1 score of pool4.
         pool4 = image_net["pool4"]
-        W_t1 = utils.weight_variable([4, 4, 512, NUM_OF_CLASSESS], name="W_t1")
+        W_t1 = utils.weight_variable([4, 4, 512, num_classes], name="W_t1")
         b_t1 = utils.bias_variable([512], name="b_t1")
         conv_t1 = utils.conv2d_transpose_strided(conv8, W_t1, b_t1, output_shape=tf.shape(pool4))
         fuse_1 = tf.add(conv_t1, pool4, name="fuse_1")
@@ -187,9 +204,9 @@ def inference(image, keep_prob, vgg=None, debug=None, precision=None):
         fuse_2 = tf.add(conv_t2, pool3, name="fuse_2")
 
         # Upsample x8 to the input size: the per-pixel class scores.
-        W_t3 = utils.weight_variable([16, 16, NUM_OF_CLASSESS, 256], name="W_t3")
-        b_t3 = utils.bias_variable([NUM_OF_CLASSESS], name="b_t3")
-        # conv2d_transpose_strided(fuse_2, W_t3, b_t3, [N, H, W, 151], stride=8), computed
+        W_t3 = utils.weight_variable([16, 16, num_classes, 256], name="W_t3")
+        b_t3 = utils.bias_variable([num_classes], name="b_t3")
+        # conv2d_transpose_strided(fuse_2, W_t3, b_t3, [N, H, W, classes], stride=8), computed
         # faster as four dense 2x2 convolutions interleaved by a transpose (H, W are
         # multiples of 32, so the output is exactly 8x fuse_2).
         conv_t3 = utils.upsample_by_phases(fuse_2, W_t3, b_t3, stride=8)
@@ -214,10 +231,30 @@ def train(loss_val, var_list, learning_rate=None, debug=None, global_step=None):
     return optimizer.apply_gradients(grads, global_step=global_step)
 
 
-def pixel_loss(logits, annotation):
-    """Mean softmax cross-entropy over all pixels; annotation is int [N,H,W,1]."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        logits=logits, labels=tf.squeeze(annotation, axis=[3]), name="entropy"))
+def counted_pixels(labels, ignore_label):
+    """The one ignore convention of the loss (metrics.confusion_matrix applies the same): a pixel
+    counts unless its label equals ignore_label. Returns (labels with the ignored pixels set to
+    class 0, so that the cross-entropy is defined there, and their float32 weights 0 or 1)."""
+    counted = tf.not_equal(labels, ignore_label)
+    return tf.where(counted, labels, tf.zeros_like(labels)), tf.cast(counted, tf.float32)
+
+
+def pixel_loss(logits, annotation, ignore_label=None, axis=None):
+    """Mean softmax cross-entropy over the pixels; annotation is int [N,H,W,1].
+
+    ignore_label None: over every pixel, the reference's op. Otherwise over the pixels whose
+    label is not ignore_label; the ignored ones get exactly zero gradient (their cross-entropy
+    is multiplied by 0). axis: None for one mean, [1, 2] for each image's mean.
+    """
+    labels = tf.squeeze(annotation, axis=[3])
+    if ignore_label is None:
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            logits=logits, labels=labels, name="entropy"), axis=axis)
+    labels, weights = counted_pixels(labels, ignore_label)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(logits=logits, labels=labels,
+                                                            name="entropy")
+    return (tf.reduce_sum(losses * weights, axis=axis)
+            / tf.maximum(tf.reduce_sum(weights, axis=axis), 1.0))
 
 
 def input_placeholders(image_size=None):
@@ -235,14 +272,21 @@ class Model:
     """The graph every mode builds: placeholders, the network, its loss (and for training the
     global step, the Adam update and the summaries)."""
 
-    def __init__(self, vgg, training, debug=False, learning_rate=1e-4, precision="fp32"):
+    def __init__(self, vgg, training, debug=False, learning_rate=1e-4, precision="fp32",
+                 classes=None):
+        """classes: the datasets.ClassInfo (class count, ignore label, colours); ADE20K's when
+        None."""
+        classes = classes or datasets.class_info(ADE20K, ["class %d" % k for k in
+                                                          range(ADE20K.num_classes)])
         self.image, self.annotation, self.keep_probability = input_placeholders()
         self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
-                                                      vgg=vgg, debug=debug, precision=precision)
-        self.loss = pixel_loss(self.logits, self.annotation)
+                                                      vgg=vgg, debug=debug, precision=precision,
+                                                      num_classes=classes.num_classes)
+        self.network_variables = tf.trainable_variables()
+        self.loss = pixel_loss(self.logits, self.annotation, classes.loss_ignore_label)
         # Each image's mean cross-entropy (validate weighs every image once, whatever its batch).
-        self.image_losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            logits=self.logits, labels=tf.squeeze(self.annotation, axis=[3])), axis=[1, 2])
+        self.image_losses = pixel_loss(self.logits, self.annotation, classes.loss_ignore_label,
+                                       axis=[1, 2])
         self.global_step = None
         if training:
             self.global_step = tf.train.get_or_create_global_step()
@@ -253,7 +297,7 @@ class Model:
                 for var in trainable:
                     utils.add_variable_summary(var)
             self.loss_summary = tf.summary.scalar("entropy", self.loss)
-            palette = tf.constant(utils.label_palette(NUM_OF_CLASSESS))
+            palette = tf.constant(utils.full_palette(classes.palette))  # 255 has a colour too
             colour = lambda labels: tf.gather(palette, tf.squeeze(tf.cast(labels, tf.int32), 3))
             tf.summary.image("input_image", tf.cast(self.image, tf.uint8), max_outputs=2)
             tf.summary.image("ground_truth", colour(self.annotation), max_outputs=2)
@@ -262,17 +306,19 @@ class Model:
         self.saveable = tf.global_variables()
 
 
-def build_model(settings, training, checkpoint):
-    """(graph, model): with a checkpoint the VGG values are not loaded (the checkpoint wins)."""
+def build_model(settings, training, classes, vgg_from_checkpoint):
+    """(graph, model). vgg_from_checkpoint: a checkpoint will supply the VGG values, so the .mat
+    is not loaded (only its mean pixel read, when it is there)."""
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(settings["seed"])
-        if checkpoint is None:
-            vgg = load_vgg(settings["model_dir"])
-        else:
+        if vgg_from_checkpoint:
             vgg = (None, mean_pixel_for_restore(settings["model_dir"]))
+        else:
+            vgg = load_vgg(settings["model_dir"])
         model = Model(vgg, training, debug=settings["debug"] and training,
-                      learning_rate=settings["learning_rate"], precision=settings["precision"])
+                      learning_rate=settings["learning_rate"], precision=settings["precision"],
+                      classes=classes)
     return graph, model
 
 
@@ -307,6 +353,23 @@ def check_settings(settings):
         raise FCNError("--learning_rate=%g: it must be positive" % settings["learning_rate"])
     if settings["mode"] == "predict" and not settings["image"]:
         raise FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
+    if settings["dataset"] not in datasets.DATASETS:
+        raise FCNError("--dataset=%s: use one of %s"
+                       % (settings["dataset"], ", ".join(datasets.DATASETS)))
+    if settings["dataset"] == datasets.FOLDER.name and not settings["data_dir"]:
+        raise FCNError("--dataset=folder needs --data_dir=PATH, the folder holding images/, "
+                       "annotations/ and classes.txt")
+    datasets.ignore_labels(datasets.DATASETS[settings["dataset"]], settings["ignore_label"])
+    if settings["init_from"] and settings["mode"] != "train":
+        raise FCNError("--init_from is for --mode=train (a new run from another model's "
+                       "weights); the other modes read --logs_dir's checkpoint")
+
+
+def with_defaults(settings):
+    """settings with the dataset's own --data_dir when none was given."""
+    if settings["data_dir"]:
+        return settings
+    return dict(settings, data_dir=datasets.DATASETS[settings["dataset"]].default_data_dir)
 
 
 def format_duration(seconds):
@@ -316,22 +379,70 @@ def format_duration(seconds):
     return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
 
 
-def _readers(settings, records, shuffle=True, drop_remainder=True):
+# ---- the data and its classes ------------------------------------------------------------------
+
+def _dataset(settings):
+    return datasets.DATASETS[settings["dataset"]]
+
+
+def dataset_classes(settings):
+    """The ClassInfo of the chosen dataset (its class names read from --data_dir)."""
+    dataset = _dataset(settings)
+    names = datasets.reader_module(dataset).read_class_names(settings["data_dir"])
+    return datasets.class_info(dataset, names, settings["ignore_label"])
+
+
+def stored_classes(logs_dir):
+    """The ClassInfo training wrote beside the checkpoints, or None (an older or the original
+    implementation's logs folder)."""
+    path = os.path.join(logs_dir, datasets.CLASSES_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, ValueError) as e:
+        raise FCNError("%s cannot be read (%s); delete it, and pass --dataset so that the "
+                       "classes are known" % (path, e))
+    return datasets.info_from_json(content, path)
+
+
+def check_class_count(checkpoint, classes, settings):
+    """FCNError with both counts when the checkpoint's model has another number of classes."""
+    count = checkpoints.class_count(checkpoint)
+    if count is None or count == classes.num_classes:
+        return
+    if settings["mode"] == "train":
+        advice = ("train in an empty --logs_dir with --init_from=%s to fine-tune it on this "
+                  "dataset" % checkpoint)
+    else:
+        advice = "pass the --dataset (and --data_dir) it was trained on"
+    raise FCNError("checkpoint %s has %d classes but --dataset=%s (%s) has %d; %s"
+                   % (checkpoint, count, settings["dataset"], settings["data_dir"],
+                      classes.num_classes, advice))
+
+
+def _readers(settings, records, classes, shuffle=True, drop_remainder=True):
     import BatchDatsetReader as dataset
     return dataset.BatchDatset(records, {"resize": True, "resize_size": settings["image_size"],
                                          "interpolation": settings["interpolation"],
+                                         "num_classes": classes.num_classes,
+                                         "extra_label": classes.extra_label,
                                          "seed": settings["seed"], "shuffle": shuffle,
                                          "drop_remainder": drop_remainder})
 
 
-def _read_records(settings, check=False):
+def _read_records(settings, classes=None):
+    """(training, validation) records of the dataset; with classes, every pair is checked first
+    (sizes, and the values of the first annotations against the class count)."""
     import BatchDatsetReader as dataset
-    import read_MITSceneParsingData as scene_parsing
-    train_records, valid_records = scene_parsing.read_dataset(settings["data_dir"])
-    if check:
+    reader = datasets.reader_module(_dataset(settings))
+    train_records, valid_records = reader.read_dataset(settings["data_dir"])
+    if classes is not None:
         started = time.time()
         for records in (train_records, valid_records):
-            dataset.validate_records(records)
+            dataset.validate_records(records, num_classes=classes.num_classes,
+                                     extra_label=classes.extra_label)
         print("Checked %d training and %d validation pairs in %.1f s"
               % (len(train_records), len(valid_records), time.time() - started))
     return train_records, valid_records
@@ -342,24 +453,42 @@ def _read_records(settings, check=False):
 def run_train(settings):
     logs_dir = settings["logs_dir"]
     with TrainLock(logs_dir):
-        # The effective settings beside the checkpoints they produce.
+        classes = dataset_classes(settings)
+        train_records, valid_records = _read_records(settings, classes)
+        checkpoints.remove_partial_saves(logs_dir)
+        checkpoint = checkpoints.latest_checkpoint(logs_dir, refuse_unreadable=True)
+        init_from = None
+        if checkpoint is not None:
+            check_class_count(checkpoint, classes, settings)
+            if settings["init_from"]:
+                print("--init_from ignored: %s resumes from its own checkpoint %s"
+                      % (logs_dir, checkpoint))
+        elif settings["init_from"]:
+            init_from = checkpoints.resolve_init_from(settings["init_from"])
+        # What this run is, beside the checkpoints it produces, once its checks have passed.
         write_json_atomically(os.path.join(logs_dir, SETTINGS_NAME),
                               dict(settings, tensorflow=tf.__version__,
                                    started=time.strftime("%Y-%m-%d %H:%M:%S")))
-        train_records, valid_records = _read_records(settings, check=True)
-        checkpoints.remove_partial_saves(logs_dir)
-        checkpoint = checkpoints.latest_checkpoint(logs_dir)
-        graph, model = build_model(settings, training=True, checkpoint=checkpoint)
+        write_json_atomically(os.path.join(logs_dir, datasets.CLASSES_NAME),
+                              datasets.info_to_json(classes))
+        vgg_names = ["inference/%s_%s" % (name, part) for name, _ in utils.VGG19_CONV_SHAPES
+                     for part in "wb"]
+        vgg_from_checkpoint = checkpoint is not None or (
+            init_from is not None and checkpoints.holds_variables(init_from, vgg_names))
+        graph, model = build_model(settings, True, classes, vgg_from_checkpoint)
         with graph.as_default(), tf.Session(config=session_config()) as sess:
             sess.run(tf.global_variables_initializer())
             step = 0
             if checkpoint is not None:
                 step = checkpoints.restore(sess, checkpoint, model.saveable, model.global_step)
+            elif init_from is not None:
+                checkpoints.restore_matching(sess, init_from, model.network_variables)
             else:
                 print("No checkpoint in %s: starting from VGG-19" % logs_dir)
             saver = checkpoints.make_saver(model.saveable, logs_dir)
-            with _readers(settings, train_records) as train_reader, \
-                    _readers(settings, valid_records) as valid_reader, StopRequest() as stop:
+            with _readers(settings, train_records, classes) as train_reader, \
+                    _readers(settings, valid_records, classes) as valid_reader, \
+                    StopRequest() as stop:
                 train_writer = tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph)
                 valid_writer = tf.summary.FileWriter(os.path.join(logs_dir, "validation"))
                 try:
@@ -423,15 +552,16 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
     print("Reached --max_iterations=%d; last checkpoint %s" % (max_iterations, last_checkpoint))
 
 
-def _restored_session(settings):
+def _restored_session(settings, classes):
     """(graph, model, session, checkpoint path, step) restored from the newest checkpoint in
     logs_dir; FCNError when there is none (the reference silently ran an untrained network)."""
-    checkpoint = checkpoints.latest_checkpoint(settings["logs_dir"])
+    checkpoint = checkpoints.latest_checkpoint(settings["logs_dir"], refuse_unreadable=True)
     if checkpoint is None:
         raise FCNError("no checkpoint in --logs_dir %s; train first (--mode=train) or "
-                             "point --logs_dir at a folder with model.ckpt-* files"
-                             % settings["logs_dir"])
-    graph, model = build_model(settings, training=False, checkpoint=checkpoint)
+                       "point --logs_dir at a folder with model.ckpt-* files"
+                       % settings["logs_dir"])
+    check_class_count(checkpoint, classes, settings)
+    graph, model = build_model(settings, False, classes, vgg_from_checkpoint=True)
     with graph.as_default():
         sess = tf.Session(config=session_config(), graph=graph)
         sess.run(tf.global_variables_initializer())
@@ -445,13 +575,12 @@ def _predict(sess, model, images):
 
 
 def run_visualize(settings):
-    import read_MITSceneParsingData as scene_parsing
+    classes = dataset_classes(settings)
     _, valid_records = _read_records(settings)
-    class_names = scene_parsing.read_class_names(settings["data_dir"])
-    graph, model, sess, _, _ = _restored_session(settings)
-    palette = utils.label_palette(NUM_OF_CLASSESS)
+    graph, model, sess, _, _ = _restored_session(settings, classes)
+    names, palette = classes.class_names, classes.palette
     logs_dir = settings["logs_dir"]
-    with sess, _readers(settings, valid_records) as reader:
+    with sess, _readers(settings, valid_records, classes) as reader:
         images, annotations = reader.get_random_batch(settings["batch_size"])
         pred = _predict(sess, model, images)
         for k in range(len(images)):
@@ -461,7 +590,7 @@ def run_visualize(settings):
             utils.save_image(p, logs_dir, "pred_%d" % k)
             utils.save_image(utils.colorize(gt, palette), logs_dir, "gt_c%d" % k)
             utils.save_image(utils.colorize(p, palette), logs_dir, "pred_c%d" % k)
-            utils.save_image(utils.side_by_side_panel(images[k], gt, p, class_names, palette),
+            utils.save_image(utils.side_by_side_panel(images[k], gt, p, names, palette),
                              logs_dir, "panel_%d" % k)
             print("Saved image: %d (%s)" % (k, reader.last_batch_records[k]["filename"]))
 
@@ -469,21 +598,22 @@ def run_visualize(settings):
 def run_validate(settings):
     import BatchDatsetReader as dataset
     import metrics
-    import read_MITSceneParsingData as scene_parsing
+    classes = dataset_classes(settings)
     _, valid_records = _read_records(settings)
-    class_names = scene_parsing.read_class_names(settings["data_dir"])
-    graph, model, sess, checkpoint, step = _restored_session(settings)
-    total = len(valid_records)
-    confusion = np.zeros((NUM_OF_CLASSESS, NUM_OF_CLASSESS), dtype=np.int64)
+    graph, model, sess, checkpoint, step = _restored_session(settings, classes)
+    total, count = len(valid_records), classes.num_classes
+    ignore = classes.metric_ignore_label
+    confusion = np.zeros((count, count), dtype=np.int64)
     loss_sum, seen = 0.0, set()
     started = time.time()
-    with sess, _readers(settings, valid_records, shuffle=False, drop_remainder=False) as reader:
+    with sess, _readers(settings, valid_records, classes, shuffle=False,
+                        drop_remainder=False) as reader:
         while True:
             images, annotations = reader.next_batch(settings["batch_size"])
             batch_records = reader.last_batch_records
             pred, losses = sess.run([model.pred_annotation, model.image_losses],
-                                  feed_dict={model.image: images, model.annotation: annotations,
-                                             model.keep_probability: 1.0})
+                                    feed_dict={model.image: images, model.annotation: annotations,
+                                               model.keep_probability: 1.0})
             for k, record in enumerate(batch_records):
                 # An unreadable record is replaced by the next one, which then comes twice.
                 if record["filename"] in seen:
@@ -492,8 +622,7 @@ def run_validate(settings):
                 loss_sum += float(losses[k])
                 truth = dataset.read_annotation(record["annotation"])
                 scored = dataset.resize_label(pred[k, :, :, 0], *truth.shape)
-                confusion += metrics.confusion_matrix(truth, scored, NUM_OF_CLASSESS,
-                                                     ADE20K.metric_ignore_label)
+                confusion += metrics.confusion_matrix(truth, scored, count, ignore)
             elapsed = time.time() - started
             print("\rvalidated %d/%d images, %.2f images/s" % (len(seen), total,
                                                                 len(seen) / elapsed), end="")
@@ -502,12 +631,13 @@ def run_validate(settings):
                 break
     print()
     skipped = sorted(r["image"] for r in valid_records if r["filename"] not in seen)
-    result = metrics.scores(confusion, ADE20K.metric_ignore_label)
+    result = metrics.scores(confusion, ignore)
     result.update({"num_images": len(seen), "loss": loss_sum / max(len(seen), 1),
-                   "class_names": class_names, "confusion_matrix": confusion.tolist(),
+                   "dataset": classes.dataset, "ignore_label": ignore,
+                   "class_names": classes.class_names, "confusion_matrix": confusion.tolist(),
                    "checkpoint": {"path": checkpoint, "step": step}, "skipped": skipped,
                    "image_size": settings["image_size"]})
-    print(metrics.format_report(result, class_names))
+    print(metrics.format_report(result, classes.class_names))
     print("mean cross-entropy at %dx%d: %.5f" % (settings["image_size"], settings["image_size"],
                                                  result["loss"]))
     path = os.path.join(settings["logs_dir"], "validation_metrics.json")
@@ -542,14 +672,20 @@ def pad_to_multiple(image, multiple, fill):
     return padded, (h, w)
 
 
+def predict_classes(settings):
+    """The classes predict labels with: those training wrote beside the checkpoints; for a logs
+    folder without them (older, or the original implementation's), the chosen dataset's."""
+    return stored_classes(settings["logs_dir"]) or dataset_classes(settings)
+
+
 def run_predict(settings):
     import BatchDatsetReader as dataset
     paths = list_images(settings["image"])
     output_dir = settings["output_dir"] or os.path.join(settings["logs_dir"], "predictions")
     ensure_writable_dir(output_dir, "output_dir")
-    graph, model, sess, _, _ = _restored_session(settings)
+    classes = predict_classes(settings)
+    graph, model, sess, _, _ = _restored_session(settings, classes)
     mean_pixel = mean_pixel_for_restore(settings["model_dir"])
-    palette = utils.label_palette(NUM_OF_CLASSESS)
     size = settings["image_size"]
     with sess:
         for path in paths:
@@ -568,8 +704,9 @@ def run_predict(settings):
                 labels = _predict(sess, model, padded[None])[0, :h, :w, 0].astype(np.uint8)
             stem = os.path.splitext(os.path.basename(path))[0]
             utils.save_image(labels, output_dir, stem + "_pred")
-            utils.save_image(utils.blend(image, utils.colorize(labels, palette)), output_dir,
-                             stem + "_pred_c")
+            utils.save_image(utils.prediction_overlay(image, labels, classes.class_names,
+                                                      classes.palette),
+                             output_dir, stem + "_pred_c")
             print("%s -> %s" % (path, os.path.join(output_dir, stem + "_pred.png")))
 
 
@@ -584,6 +721,7 @@ def current_settings():
 def run(settings):
     """Runs one mode with the given settings (a dict like current_settings())."""
     check_settings(settings)
+    settings = with_defaults(settings)
     random.seed(settings["seed"])
     np.random.seed(settings["seed"])
     print("Settings: " + ", ".join("%s=%s" % item for item in sorted(settings.items())))

@@ -12,8 +12,10 @@ import scipy.io
 import imageio.v2 as imageio
 import tensorflow.compat.v1 as tf
 
-from downloads import maybe_download, url_file_name
-from guards import FCNError, atomic_path, remove_quietly
+from datasets import VOID_COLOUR
+from downloads import (check_file_in_place, download_first, remove_download, sources_from,
+                       url_file_name)
+from guards import FCNError, atomic_path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -34,31 +36,46 @@ VGG19_CONV_SHAPES = tuple((name, (3, 3, cin, cout))
                           for block in VGG19_BLOCKS for name, cin, cout in block)
 VGG19_FILE_NAME = "imagenet-vgg-verydeep-19.mat"
 USE_VGG19 = "use " + VGG19_FILE_NAME  # what the errors about a wrong .mat advise
+# Where VGG-19 comes from, {url: published MD5}, in the order tried: the reference's beta16 file,
+# then MatConvNet's newer one (the 'layers'/'meta' layout, which load_vgg19 reads too), saved
+# under the same name when the first fails. The one place these facts live.
+VGG19_DOWNLOADS = {
+    "http://www.vlfeat.org/matconvnet/models/beta16/" + VGG19_FILE_NAME:
+        "8ee3263992981a1d26e73b3ca028a123",
+    "https://www.vlfeat.org/matconvnet/models/" + VGG19_FILE_NAME:
+        "106118b7cf60435e6d8e04f6a6dc3657",
+}
 
 
-def get_model_data(dir_path, model_url, timeout=60):
+def get_model_data(dir_path, model_url, timeout=60, checksums=VGG19_DOWNLOADS):
     """Returns the MatConvNet .mat at model_url as loaded by scipy.io.loadmat, downloading it into
-    dir_path first when it is not there (the reference's name and behaviour)."""
+    dir_path first when it is not there (the reference's name and behaviour).
+
+    checksums ({url: md5}, VGG19_DOWNLOADS) gives model_url's MD5 and the URLs tried after it when
+    its download fails or does not match; a URL it does not list is downloaded unchecked. A file
+    already there is used, with a warning if it matches none of those MD5s.
+    """
     if not os.path.isdir(dir_path):
         try:
             os.makedirs(dir_path, exist_ok=True)
         except OSError as e:
             raise FCNError("--model_dir %s does not exist and cannot be created (%s); "
                            "pass a writable folder" % (dir_path, e.strerror))
-    filename = url_file_name(model_url)
-    downloading = not os.path.exists(os.path.join(dir_path, filename))
-    path = maybe_download(model_url, dir_path, filename=filename, timeout=timeout)
-    if not downloading:
+    sources = sources_from(model_url, checksums)
+    path = os.path.join(dir_path, url_file_name(model_url))
+    if os.path.exists(path):
+        check_file_in_place(path, [md5 for _, md5 in sources], model_url)
         return load_mat(path)
-    # A download complete by its size can still be no .mat: a server's HTML page, or a file
-    # truncated at the source. Left in place it would look complete, and every later run would
-    # fail on it; removed, the next run downloads again. A file that was there before is the
-    # user's, and only named.
+    url = download_first(sources, path, timeout=timeout)
+    # A download complete by its size can still be no .mat when no MD5 is known: a server's HTML
+    # page, or a file truncated at the source. Left in place it would look complete, and every
+    # later run would fail on it; removed, the next run downloads again. A file that was there
+    # before is the user's, and only named.
     try:
         return load_mat(path, hint="it was just downloaded from %s and is removed: run again, or "
-                                   "put %s there by hand" % (model_url, VGG19_FILE_NAME))
+                                   "put %s there by hand" % (url, VGG19_FILE_NAME))
     except FCNError:
-        remove_quietly(path)
+        remove_download(path)
         raise
 
 
@@ -376,31 +393,20 @@ def save_image(image, save_dir, name):
                                   np.asarray(image).astype(np.uint8))
 
 
-def label_palette(num_classes):
-    """num_classes distinct RGB colours, class 0 black.
-
-    The algorithm: the bits of the class index are dealt out in turn to red, green and blue, from
-    each channel's most significant bit down (index bit 0 -> red bit 7, bit 1 -> green bit 7,
-    bit 2 -> blue bit 7, bit 3 -> red bit 6, ...). It is a bijection of 0..2^24-1, so the colours
-    are distinct, and neighbouring indices differ in their brightest bits.
-    """
-    palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    for index in range(num_classes):
-        value, rgb = index, [0, 0, 0]
-        for bit in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= (value & 1) << bit
-                value >>= 1
-        palette[index] = rgb
-    return palette
+def full_palette(palette):
+    """The palette as a table of all 256 label values: values no class has (the ignore label,
+    VOC's 255) get VOID_COLOUR."""
+    table = np.tile(np.array(VOID_COLOUR, np.uint8), (256, 1))
+    table[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+    return table
 
 
 def colorize(labels, palette):
-    """Labels [H,W] or [H,W,1] -> an RGB uint8 image with the palette's colours."""
+    """Labels [H,W] or [H,W,1] (0..255) -> an RGB uint8 image with the palette's colours."""
     labels = np.asarray(labels)
     if labels.ndim == 3:
         labels = labels[..., 0]
-    return palette[labels]
+    return full_palette(palette)[labels.astype(np.intp)]
 
 
 def blend(image, colours, alpha=0.5):
@@ -409,11 +415,38 @@ def blend(image, colours, alpha=0.5):
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
+def with_legend(picture, labels_present, class_names, palette):
+    """picture (uint8 RGB) above a legend: a colour swatch, number and name per label present.
+    The picture keeps its pixels; the canvas is at least one legend entry wide."""
+    from PIL import Image, ImageDraw  # Pillow: installed with imageio, used only for the legend
+
+    height, width = picture.shape[:2]
+    entry_width, line_height = 160, 14
+    canvas_width = max(width, entry_width)
+    columns = max(1, canvas_width // entry_width)
+    legend_rows = (len(labels_present) + columns - 1) // columns
+    canvas = Image.new("RGB", (canvas_width, height + 4 + legend_rows * line_height), "white")
+    canvas.paste(Image.fromarray(np.asarray(picture, np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    colours = full_palette(palette)
+    for i, k in enumerate(labels_present):
+        x = (i % columns) * entry_width + 2
+        y = height + 4 + (i // columns) * line_height
+        draw.rectangle([x, y + 1, x + 10, y + 11], fill=tuple(int(c) for c in colours[k]),
+                       outline="black")
+        name = class_names[k] if k < len(class_names) else "ignored"
+        draw.text((x + 14, y), ("%d %s" % (k, name))[:24], fill="black")
+    return np.asarray(canvas)
+
+
+def labels_present(*label_maps):
+    """The sorted label values that occur in any of the maps."""
+    return sorted(set().union(*(np.unique(np.asarray(m)).tolist() for m in label_maps)))
+
+
 def side_by_side_panel(image, ground_truth, prediction, class_names, palette,
                        min_tile_width=256):
     """input | ground truth | prediction in colour, above a legend of the classes present by name."""
-    from PIL import Image, ImageDraw  # Pillow: installed with imageio, used only for the legend
-
     gt = np.asarray(ground_truth).reshape(np.asarray(ground_truth).shape[:2])
     pred = np.asarray(prediction).reshape(gt.shape)
     row = np.concatenate([np.asarray(image, np.uint8), colorize(gt, palette),
@@ -421,19 +454,18 @@ def side_by_side_panel(image, ground_truth, prediction, class_names, palette,
     # Small inputs are enlarged (nearest neighbour, so labels stay crisp) to a readable size.
     zoom = max(1, -(-min_tile_width // gt.shape[1]))
     row = row.repeat(zoom, axis=0).repeat(zoom, axis=1)
-    height, width = row.shape[:2]
-    present = sorted(set(np.unique(gt).tolist()) | set(np.unique(pred).tolist()))
-    entry_width, line_height = 160, 14
-    columns = max(1, width // entry_width)
-    legend_rows = (len(present) + columns - 1) // columns
-    canvas = Image.new("RGB", (width, height + 4 + legend_rows * line_height), "white")
-    canvas.paste(Image.fromarray(row), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for i, k in enumerate(present):
-        x = (i % columns) * entry_width + 2
-        y = height + 4 + (i // columns) * line_height
-        draw.rectangle([x, y + 1, x + 10, y + 11], fill=tuple(int(c) for c in palette[k]),
-                       outline="black")
-        name = class_names[k] if k < len(class_names) else str(k)
-        draw.text((x + 14, y), ("%d %s" % (k, name))[:24], fill="black")
-    return np.asarray(canvas)
+    return with_legend(row, labels_present(gt, pred), class_names, palette)
+
+
+def largest_labels(labels, limit):
+    """The label values covering the most pixels, at most limit of them, largest first."""
+    counts = np.bincount(np.asarray(labels, np.intp).reshape(-1), minlength=256)
+    present = np.flatnonzero(counts)
+    return present[np.argsort(-counts[present], kind="stable")][:limit].tolist()
+
+
+def prediction_overlay(image, labels, class_names, palette, legend_entries=12):
+    """The predicted colours blended over the image, at its size, above a small legend of the
+    classes covering the most pixels (an untrained model can scatter dozens of classes)."""
+    return with_legend(blend(image, colorize(labels, palette)),
+                       largest_labels(labels, legend_entries), class_names, palette)

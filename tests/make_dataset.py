@@ -53,12 +53,12 @@ def _texture(label, rows, cols, rng):
     return rng.random(rows.shape) * 0.5  # background: faint noise
 
 
-def _draw_scene(height, width, rng):
-    """(rgb uint8 [h,w,3], label uint8 [h,w]) of one scene."""
+def _draw_scene(height, width, rng, classes=tuple(SCENE_CLASSES)):
+    """(rgb uint8 [h,w,3], label uint8 [h,w]) of one scene with objects of the given classes."""
     rows, cols = np.mgrid[0:height, 0:width]
     label = np.zeros((height, width), np.uint8)
     for _ in range(rng.integers(2, 4)):
-        cls = int(rng.choice(list(SCENE_CLASSES)))
+        cls = int(rng.choice(list(classes)))
         h = int(rng.integers(height * 3 // 10, height * 6 // 10))
         w = int(rng.integers(width * 3 // 10, width * 6 // 10))
         top, left = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
@@ -115,6 +115,45 @@ def make_scene_dataset(root, n_train=24, n_val=8, size_range=(64, 100), seed=0):
         _write_pair(dataset_dir, "validation", val_name(index), size_range, rng)
     write_object_info(os.path.join(dataset_dir, "objectInfo150.txt"))
     return dataset_dir
+
+
+# The --dataset=folder layout: classes.txt's class k is drawn as the scene class FOLDER_LOOKS[k].
+FOLDER_CLASSES = ("background", "wall", "sky")
+FOLDER_LOOKS = (0, 1, 3)
+IGNORE_LABEL = 255
+
+
+def boundaries(label):
+    """Pixels whose 4-neighbourhood holds another label: VOC's 'void' band around objects."""
+    padded = np.pad(label, 1, mode="edge")
+    centre = padded[1:-1, 1:-1]
+    return ((padded[:-2, 1:-1] != centre) | (padded[2:, 1:-1] != centre)
+            | (padded[1:-1, :-2] != centre) | (padded[1:-1, 2:] != centre))
+
+
+def make_folder_dataset(root, n_train=8, n_val=4, size_range=(64, 96), seed=0,
+                        class_names=FOLDER_CLASSES, looks=FOLDER_LOOKS):
+    """Writes a --dataset=folder tree in root: classes.txt, images/{training,validation}/*.png
+    (every other one a .jpg), annotations/.../*.png of class indices with IGNORE_LABEL on the
+    objects' boundaries. Returns root."""
+    rng = np.random.default_rng(seed)
+    to_class = np.zeros(256, np.uint8)
+    to_class[list(looks)] = np.arange(len(looks))
+    for split, count in (("training", n_train), ("validation", n_val)):
+        for kind in ("images", "annotations"):
+            os.makedirs(os.path.join(root, kind, split), exist_ok=True)
+        for index in range(count):
+            height, width = (int(rng.integers(size_range[0], size_range[1] + 1)) for _ in "hw")
+            image, scene = _draw_scene(height, width, rng, classes=looks[1:])
+            label = to_class[scene]
+            label[boundaries(label)] = IGNORE_LABEL
+            stem = "%s_%04d" % (split, index)
+            extension = ".jpg" if index % 2 else ".png"
+            imageio.imwrite(os.path.join(root, "images", split, stem + extension), image)
+            imageio.imwrite(os.path.join(root, "annotations", split, stem + ".png"), label)
+    with open(os.path.join(root, "classes.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(class_names) + "\n")
+    return root
 
 
 def make_dataset_zip(root, zip_path):

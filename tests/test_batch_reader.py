@@ -1,7 +1,6 @@
 """BatchDatsetReader: shapes, pixels and labels, order and epochs, bad data, streaming."""
 import gc
 import os
-import shutil
 import threading
 import time
 

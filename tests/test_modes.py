@@ -10,6 +10,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import FCN
+import checkpoints
 from tests.project import SMALL, run_fcn
 
 
@@ -131,8 +132,15 @@ def test_predict_keeps_each_image_size(trained, dirs, tmp_path):
     out_dir = tmp_path / "out"
     run_fcn("--mode=predict", "--logs_dir=" + trained[0], "--image=" + str(folder),
             "--output_dir=" + str(out_dir), *(SMALL + dirs))
-    assert imageio.imread(str(out_dir / "wide_pred.png")).shape == (50, 90)
-    assert imageio.imread(str(out_dir / "wide_pred_c.png")).shape == (50, 90, 3)
+    labels = imageio.imread(str(out_dir / "wide_pred.png"))
+    assert labels.shape == (50, 90)
+    # The overlay: the image half and half with the classes' colours, above a legend.
+    with open(os.path.join(trained[0], "classes.json")) as f:
+        palette = np.array(json.load(f)["palette"], np.float64)
+    image = imageio.imread(str(folder / "wide.jpg")).astype(np.float64)
+    overlay = imageio.imread(str(out_dir / "wide_pred_c.png"))
+    assert overlay.shape[0] > 50 and overlay.shape[1] >= 90
+    np.testing.assert_array_equal(overlay[:50, :90], np.rint((image + palette[labels]) / 2))
     assert imageio.imread(str(out_dir / "gray_pred.png")).shape == (70, 33)
     run_fcn("--mode=predict", "--logs_dir=" + trained[0], "--resize",
             "--image=" + str(folder / "wide.jpg"), "--output_dir=" + str(out_dir / "r"),
@@ -159,8 +167,8 @@ def test_bad_flags_refuse_with_exit_2(flag, message, dirs, tmp_path):
 
 
 def test_palette_is_distinct_with_class_0_black():
-    import TensorflowUtils as utils
-    palette = utils.label_palette(151)
+    import datasets
+    palette = datasets.label_palette(151)
     assert palette.shape == (151, 3) and palette.dtype == np.uint8
     assert len({tuple(c) for c in palette}) == 151
     assert tuple(palette[0]) == (0, 0, 0)
@@ -170,8 +178,8 @@ def test_palette_is_distinct_with_class_0_black():
 
 
 def test_step_from_checkpoint_name():
-    assert FCN.step_from_checkpoint_name(os.path.join("logs", "model.ckpt-500")) == 500
-    assert FCN.step_from_checkpoint_name("model.ckpt") == 0
+    assert checkpoints.step_from_checkpoint_name(os.path.join("logs", "model.ckpt-500")) == 500
+    assert checkpoints.step_from_checkpoint_name("model.ckpt") == 0
 
 
 def test_pad_to_multiple_fills_with_the_mean_pixel():

@@ -11,13 +11,10 @@ The training runs are real `python FCN.py --mode=train` processes at 64x64, batc
 points are chosen by watching their output and their logs_dir, not by timing.
 """
 import glob
-import http.server
 import os
-import posixpath
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,13 +28,16 @@ import imageio.v2 as imageio
 
 import BatchDatsetReader as reader
 import FCN
+import checkpoints
+import guards
 import TensorflowUtils as utils
 from guards import FCNError
+from tests.local_server import LocalServer, closed_port_url
 from tests.make_dataset import make_scene_dataset
 from tests.make_vgg_mat import write_conv_layers_mat
 from tests.project import FCN_PY, SMALL, project_sources, run_fcn
 
-VGG_NAME = os.path.basename(FCN.MODEL_URL)
+VGG_NAME = utils.VGG19_FILE_NAME
 ZIP_NAME = "ADEChallengeData2016.zip"
 HANG = 600  # seconds: only against a hang, never an assertion about speed
 
@@ -122,14 +122,14 @@ def check_listed_checkpoints_read(logs_dir):
         names = dict(tf.train.list_variables(path))
         assert "inference/W8" in names and "global_step" in names, path
         step = int(tf.train.load_variable(path, "global_step"))
-        assert step == FCN.step_from_checkpoint_name(path), path
+        assert step == checkpoints.step_from_checkpoint_name(path), path
         assert np.isfinite(tf.train.load_variable(path, "inference/W_t3")).all(), path
         steps.append(step)
     return steps
 
 
 def lock_owner(logs_dir):
-    path = os.path.join(logs_dir, FCN.LOCK_NAME)
+    path = os.path.join(logs_dir, guards.LOCK_NAME)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -348,7 +348,7 @@ def test_checkpoints_stay_listed_across_restarts_and_all_restore(kill_sequence):
         assert set(kill_sequence[earlier]["listed"]) <= set(kill_sequence[later]["listed"])
     listed = kill_sequence["listed"]
     assert len(listed) >= 4
-    assert kill_sequence["restored_steps"] == [FCN.step_from_checkpoint_name(p) for p in listed]
+    assert kill_sequence["restored_steps"] == [checkpoints.step_from_checkpoint_name(p) for p in listed]
 
 
 def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(kill_sequence):
@@ -506,8 +506,8 @@ def test_a_mat_in_model_dir_that_is_not_vgg19_is_refused_and_kept(content, scene
 
 @pytest.fixture(scope="module")
 def server(vgg_mat_paths, scene_dataset_zip):
-    """http://127.0.0.1:<port>/<kind>/<name>: good, drop (half the promised bytes, then the
-    connection closes), error (HTTP 500), html (a page, not a .mat), truncated (the first half
+    """http://127.0.0.1:<port>/<kind>/<name>: good, drop (a third of the promised bytes, then
+    the connection closes), error (HTTP 500), html (a page, not a .mat), truncated (the first half
     of the file, as a complete response)."""
     with open(vgg_mat_paths["beta16"], "rb") as f:
         mat = f.read()
@@ -515,47 +515,20 @@ def server(vgg_mat_paths, scene_dataset_zip):
         archive = f.read()
     files = {VGG_NAME: mat, ZIP_NAME: archive}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            kind, name = posixpath.split(self.path.strip("/"))
-            body = files.get(name)
-            if body is None or kind == "error":
-                self.send_error(500, "Internal Server Error")
-                return
-            if kind == "html":
-                body = b"<html><body>This file has moved</body></html>" * 20
-            elif kind == "truncated":
-                body = body[:len(body) // 2]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if kind == "drop":
-                self.wfile.write(body[:len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            self.wfile.write(body)
+    def answer(kind, name):
+        body = files.get(name)
+        if body is None or kind == "error":
+            return 500
+        if kind == "html":
+            return b"<html><body>This file has moved</body></html>" * 20
+        return body[:len(body) // 2] if kind == "truncated" else body
 
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = "http://127.0.0.1:%d" % httpd.server_address[1]
-    try:
-        yield lambda kind, name=VGG_NAME: "%s/%s/%s" % (base, kind, name)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with LocalServer(answer) as local:
+        yield lambda kind, name=VGG_NAME: local.url(kind, name)
 
 
 def _closed_port_url():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return "http://127.0.0.1:%d/%s" % (port, VGG_NAME)
+    return closed_port_url(VGG_NAME)
 
 
 @pytest.mark.parametrize("kind, expected", [
