@@ -296,3 +296,31 @@ def maybe_download(url, dest_dir, filename=None, md5=None, **kwargs):
     else:
         download_first([(url, md5)], dest_path, **kwargs)
     return dest_path
+
+
+def fetch_archive(archive_path, url, md5, target, unpack):
+    """Unpacks the archive at archive_path into target by unpack(archive_path, hint), downloading
+    it from url first when it is not there. A downloaded archive that fails to download, to match
+    md5 or to unpack is removed, so that the next run downloads it again; one the user put there
+    is checked against md5 with a warning and, when it fails, only named. hint is what the
+    errors of unpack tell the user to do."""
+    kind = os.path.splitext(archive_path)[1].lstrip(".") or "archive"
+    downloaded = not os.path.exists(archive_path)
+    if downloaded:
+        try:
+            download_first([(url, md5)], archive_path)
+        except FCNError as e:
+            raise FCNError("%s, or extract it by hand into %s" % (e, target)) from None
+        hint = ("it was removed: run again to download it again, or put the %s from %s (or its "
+                "extracted folder %s) there by hand" % (kind, url, target))
+    else:
+        check_file_in_place(archive_path, [md5], url)
+        hint = ("replace it with the %s from %s, or delete it so that it is downloaded, or "
+                "extract it by hand into %s" % (kind, url, target))
+    try:
+        unpack(archive_path, hint)
+    except FCNError:
+        if downloaded:  # not the user's file: remove it so that the next run downloads again
+            remove_download(archive_path)
+        raise
+    return target

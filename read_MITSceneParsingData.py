@@ -27,7 +27,7 @@ import zlib
 
 from BatchDatsetReader import IMAGE_EXTENSIONS
 from datasets import ADE20K
-from downloads import check_file_in_place, download_first, remove_download, url_file_name
+from downloads import fetch_archive, url_file_name
 from guards import FCNError, atomic_path
 
 DATA_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
@@ -278,30 +278,12 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL, checksums=DATA_MD5S)
     if os.path.isdir(dataset_dir):
         return dataset_dir
     zip_path = os.path.join(data_dir, url_file_name(data_url, DATASET_FOLDER + ".zip"))
-    md5 = checksums.get(data_url)
-    downloaded = False
-    if os.path.exists(zip_path):
-        check_file_in_place(zip_path, [md5], data_url)
-    else:
-        try:
-            download_first([(data_url, md5)], zip_path)
-        except FCNError as e:
-            raise FCNError("%s, or extract it by hand into %s" % (e, dataset_dir)) from None
-        downloaded = True
-    if downloaded:
-        hint = ("it was removed: run again to download it again, or put the zip (or the extracted "
-                "folder %s) there by hand" % dataset_dir)
-    else:
-        hint = ("replace it with the zip from %s, or delete it so that it is downloaded, or "
-                "extract it by hand into %s" % (data_url, dataset_dir))
-    try:
-        check_zip(zip_path, hint)
-        extract_dataset(zip_path, data_dir, hint)
-    except FCNError:
-        if downloaded:  # not the user's file: remove it so that the next run downloads again
-            remove_download(zip_path)
-        raise
-    return dataset_dir
+
+    def unpack(path, hint):
+        check_zip(path, hint)
+        extract_dataset(path, data_dir, hint)
+
+    return fetch_archive(zip_path, data_url, checksums.get(data_url), dataset_dir, unpack)
 
 
 # ----------------------------------------------------------------------------------------------

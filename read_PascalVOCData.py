@@ -35,7 +35,7 @@ import tarfile
 import tempfile
 import zlib
 
-from downloads import check_file_in_place, download_first, remove_download, url_file_name
+from downloads import fetch_archive, url_file_name
 from guards import FCNError, process_is_alive, remove_quietly
 from read_MITSceneParsingData import zip_member_is_safe
 
@@ -305,28 +305,14 @@ def maybe_download_and_extract(data_dir, data_url=DATA_URL, checksums=DATA_MD5S)
         return target
     tar_path = os.path.join(data_dir, url_file_name(data_url, TAR_NAME))
     require_data_filter(tar_path)  # before 2 GB are downloaded for nothing
-    md5 = checksums.get(data_url)
-    downloaded = not os.path.exists(tar_path)
-    if downloaded:
+    if not os.path.exists(tar_path):
         remove_stale(data_dir, os.path.basename(tar_path) + ".part-")  # a killed download's
-        try:
-            download_first([(data_url, md5)], tar_path)
-        except FCNError as e:
-            raise FCNError("%s, or put its extracted folder %s there" % (e, target)) from None
-        hint = ("it was removed: run again to download it again, or put the tar from %s (or its "
-                "extracted folder %s) there by hand" % (data_url, target))
-    else:
-        check_file_in_place(tar_path, [md5], data_url)
-        hint = ("replace it with the tar from %s, or delete it so that it is downloaded, or put "
-                "its extracted folder %s there by hand" % (data_url, target))
-    try:
-        check_tar(tar_path, hint)
-        extract_tar(tar_path, data_dir, hint)
-    except FCNError:
-        if downloaded:  # not the user's file: remove it so that the next run downloads again
-            remove_download(tar_path)
-        raise
-    return target
+
+    def unpack(path, hint):
+        check_tar(path, hint)
+        extract_tar(path, data_dir, hint)
+
+    return fetch_archive(tar_path, data_url, checksums.get(data_url), target, unpack)
 
 
 # ----------------------------------------------------------------------------------------------

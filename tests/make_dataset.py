@@ -53,21 +53,26 @@ def _texture(label, rows, cols, rng):
     return rng.random(rows.shape) * 0.5  # background: faint noise
 
 
+def random_shape(rows, cols, rng):
+    """The mask of a rectangle or an ellipse, 30 to 60% of the image's height and width, at a
+    random place; rows, cols: np.mgrid of the image."""
+    height, width = rows.shape
+    h = int(rng.integers(height * 3 // 10, height * 6 // 10))
+    w = int(rng.integers(width * 3 // 10, width * 6 // 10))
+    top, left = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
+    if rng.random() < 0.5:
+        return (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    cy, cx = top + h / 2.0, left + w / 2.0
+    return ((rows - cy) / (h / 2.0)) ** 2 + ((cols - cx) / (w / 2.0)) ** 2 <= 1.0
+
+
 def _draw_scene(height, width, rng, classes=tuple(SCENE_CLASSES)):
     """(rgb uint8 [h,w,3], label uint8 [h,w]) of one scene with objects of the given classes."""
     rows, cols = np.mgrid[0:height, 0:width]
     label = np.zeros((height, width), np.uint8)
     for _ in range(rng.integers(2, 4)):
         cls = int(rng.choice(list(classes)))
-        h = int(rng.integers(height * 3 // 10, height * 6 // 10))
-        w = int(rng.integers(width * 3 // 10, width * 6 // 10))
-        top, left = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
-        if rng.random() < 0.5:
-            inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-        else:
-            cy, cx = top + h / 2.0, left + w / 2.0
-            inside = ((rows - cy) / (h / 2.0)) ** 2 + ((cols - cx) / (w / 2.0)) ** 2 <= 1.0
-        label[inside] = cls
+        label[random_shape(rows, cols, rng)] = cls
     image = np.zeros((height, width, 3), np.float64)
     for cls, colour in CLASS_COLOURS.items():
         where = label == cls

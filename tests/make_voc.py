@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from datasets import label_palette
+from tests.make_dataset import random_shape
 
 VOC_FOLDER = os.path.join("VOCdevkit", "VOC2012")
 IGNORE_LABEL = 255
@@ -74,14 +75,7 @@ def draw_scene(height, width, rng):
     label = np.zeros((height, width), np.uint8)
     for _ in range(rng.integers(1, 4)):
         cls = int(rng.integers(1, 21))
-        h = int(rng.integers(height * 3 // 10, height * 6 // 10))
-        w = int(rng.integers(width * 3 // 10, width * 6 // 10))
-        top, left = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
-        if rng.random() < 0.5:
-            inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-        else:
-            cy, cx = top + (h - 1) / 2.0, left + (w - 1) / 2.0
-            inside = ((rows - cy) / (h / 2.0)) ** 2 + ((cols - cx) / (w / 2.0)) ** 2 <= 1.0
+        inside = random_shape(rows, cols, rng)
         owner[inside] = cls
         label[inside] = cls
         label[grow(inside, UNLABELLED_BAND) & grow(~inside, UNLABELLED_BAND)] = IGNORE_LABEL
