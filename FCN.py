@@ -12,7 +12,6 @@ As a library (the reference's API): inference(image, keep_prob), pixel_loss, tra
 One rule for their optional arguments: an argument left None takes its command-line flag's value
 (the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
-import json
 import os
 import random
 import sys
@@ -392,21 +391,6 @@ def dataset_classes(settings):
     return datasets.class_info(dataset, names, settings["ignore_label"])
 
 
-def stored_classes(logs_dir):
-    """The ClassInfo training wrote beside the checkpoints, or None (an older or the original
-    implementation's logs folder)."""
-    path = os.path.join(logs_dir, datasets.CLASSES_NAME)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-    except (OSError, ValueError) as e:
-        raise FCNError("%s cannot be read (%s); delete it, and pass --dataset so that the "
-                       "classes are known" % (path, e))
-    return datasets.info_from_json(content, path)
-
-
 def check_class_count(checkpoint, classes, settings):
     """FCNError with both counts when the checkpoint's model has another number of classes."""
     count = checkpoints.class_count(checkpoint)
@@ -675,7 +659,7 @@ def pad_to_multiple(image, multiple, fill):
 def predict_classes(settings):
     """The classes predict labels with: those training wrote beside the checkpoints; for a logs
     folder without them (older, or the original implementation's), the chosen dataset's."""
-    return stored_classes(settings["logs_dir"]) or dataset_classes(settings)
+    return datasets.stored_classes(settings["logs_dir"]) or dataset_classes(settings)
 
 
 def run_predict(settings):

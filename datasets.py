@@ -4,6 +4,7 @@ written beside its checkpoints as classes.json. No TensorFlow here.
 """
 import collections
 import importlib
+import json
 import os
 
 import numpy as np
@@ -191,3 +192,18 @@ def generic_info(count):
     """Classes known only by their number (a checkpoint without classes.json of another count)."""
     return ClassInfo("unknown", ["class %d" % k for k in range(count)], label_palette(count),
                      None, None)
+
+
+def stored_classes(logs_dir):
+    """The ClassInfo training wrote beside the checkpoints in logs_dir, or None (an older or the
+    original implementation's logs folder)."""
+    path = os.path.join(logs_dir, CLASSES_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, ValueError) as e:
+        raise FCNError("%s cannot be read (%s); delete it, and pass --dataset so that the "
+                       "classes are known" % (path, e))
+    return info_from_json(content, path)
