@@ -14,8 +14,10 @@ Sections (each prints its rows; --json writes them all, nested, to FILE):
              peak RSS is the reader's and not this process's.
   end_to_end the training loop fed by the reader against the step alone.
 
-Every timing is the best of several timed runs after warm-up (other work on the machine only ever
-adds time, so the minimum is the least disturbed figure); the median is kept in the JSON too.
+Every timing is taken over several timed runs after warm-up. The summary printed first leads
+with the medians (the figure to quote and compare) and gives the best run and the spread
+((slowest - fastest) / median) beside them; every row of the full table has both. Fractions of
+a ceiling divide like by like: a median by the ceiling's median, a best by its best.
 Each measurement also records cpu_share, this process's CPU time over wall time x cores during
 the timed runs: near 1 for the compute-bound sections when the machine was ours, lower when other
 processes took cores (the load averages at start and end say the same more coarsely).
@@ -48,7 +50,7 @@ READER_RESULT_PREFIX = "READER_RESULT "
 SETTINGS = {
     "full": dict(image_size=224, train_batches=(10, 2), inference_batch=10,
                  ceiling_shape=(8, 56, 56, 256), convs_per_run=4, warmup=1,
-                 timed_runs={"ceiling": 5, "large_batch": 3, "small_batch": 5, "loop": 3},
+                 timed_runs={"ceiling": 5, "large_batch": 5, "small_batch": 5, "loop": 3},
                  reader_records=(200, 2000), reader_batch=10, source_image=(512, 683),
                  distinct_files=40),
     "quick": dict(image_size=64, train_batches=(2, 1), inference_batch=2,
@@ -126,6 +128,55 @@ TRAIN_FLOP_FACTOR = 3.0
 def summarize_times(seconds, work_per_run):
     """{'best': work/s of the fastest run, 'median': work/s of the median run} for timed runs."""
     return {"best": work_per_run / min(seconds), "median": work_per_run / statistics.median(seconds)}
+
+
+def spread(seconds):
+    """(slowest - fastest) / median of timed runs: how much the runs disagreed."""
+    return (max(seconds) - min(seconds)) / statistics.median(seconds)
+
+
+# The summary's rows: (label, dotted key of the row in the results). Each row's median,
+# best and spread are printed.
+SUMMARY_ROWS = [
+    ("fp32 train, large batch", "train.fp32.batch{large}"),
+    ("fp32 train, small batch", "train.fp32.batch{small}"),
+    ("fp32 inference", "inference.fp32.batch{inference}"),
+    ("bf16 train, large batch", "train.bf16.batch{large}"),
+    ("bf16 train, small batch", "train.bf16.batch{small}"),
+    ("bf16 inference", "inference.bf16.batch{inference}"),
+]
+
+
+def summary_rows(results):
+    """[(label, median fraction of the fp32 ceiling, best fraction, spread, median images/s)]
+    of the network rows present in results."""
+    meta = results["meta"]
+    batches = {"large": meta["train_batches"][0], "small": meta["train_batches"][1],
+               "inference": meta["inference_batch"]}
+    rows = []
+    for label, key in SUMMARY_ROWS:
+        node = results
+        for part in key.format(**batches).split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node:
+            rows.append((label + " (batch %d)" % node["batch"],
+                         node["fraction_of_fp32_ceiling_median"],
+                         node["fraction_of_fp32_ceiling"], node["spread"],
+                         node["images_per_s_median"]))
+    return rows
+
+
+def format_summary(results):
+    """The summary table: medians first, as fractions of the fp32 3x3-conv ceiling."""
+    ceiling = results["ceiling"]["fp32"]
+    lines = ["fp32 ceiling: median %.1f GFLOP/s (best %.1f)"
+             % (ceiling["gflops_median"], ceiling["gflops"]),
+             "%-34s %8s %8s %8s %10s" % ("fraction of the fp32 ceiling", "median", "best",
+                                         "spread", "images/s")]
+    for label, median, best, runs_spread, images in summary_rows(results):
+        lines.append("%-34s %8.3f %8.3f %7.0f%% %10.3f"
+                     % (label, median, best, 100 * runs_spread, images))
+    return "\n".join(lines)
 
 
 def precisions_of(choice):
@@ -256,7 +307,7 @@ def measure_ceiling(dtype_name, shape, convs_per_run, warmup, repeats, config):
                 raise RuntimeError("the ceiling chain overflowed; its timing would mean nothing")
     gflop = convs_per_run * conv_gflop(h, w, 3, c, c) * n
     speed = summarize_times(seconds, gflop)
-    return {"gflops": speed["best"], "gflops_median": speed["median"],
+    return {"gflops_median": speed["median"], "gflops": speed["best"], "spread": spread(seconds),
             "gflop_per_run": gflop, "runs": len(seconds), "cpu_share": share}
 
 
@@ -306,14 +357,17 @@ def throughput_row(timing, batch, gflop_per_image, ceilings, precision):
     """images/s, GFLOP/s and fractions of the ceilings from time_runs' timing of one batch."""
     seconds, share = timing
     images = summarize_times(seconds, batch)
-    row = {"batch": batch, "images_per_s": images["best"],
-           "images_per_s_median": images["median"], "step_s": min(seconds),
-           "gflops": images["best"] * gflop_per_image,
-           "fraction_of_fp32_ceiling": images["best"] * gflop_per_image
-           / ceilings["fp32"]["gflops"], "cpu_share": share}
-    if precision != "fp32":
-        row["fraction_of_%s_ceiling" % precision] = (images["best"] * gflop_per_image
-                                                    / ceilings[precision]["gflops"])
+    row = {"batch": batch, "runs": len(seconds),
+           "images_per_s_median": images["median"], "images_per_s": images["best"],
+           "step_s_median": statistics.median(seconds), "step_s": min(seconds),
+           "spread": spread(seconds),
+           "gflops_median": images["median"] * gflop_per_image,
+           "gflops": images["best"] * gflop_per_image}
+    for name in sorted({"fp32", precision}):
+        row["fraction_of_%s_ceiling_median" % name] = (row["gflops_median"]
+                                                       / ceilings[name]["gflops_median"])
+        row["fraction_of_%s_ceiling" % name] = row["gflops"] / ceilings[name]["gflops"]
+    row["cpu_share"] = share
     return row
 
 
@@ -394,6 +448,7 @@ def end_to_end_section(sess, t, settings, reader_data):
             "loop_images_per_s_median": loop_speed["median"],
             "step_images_per_s": step_speed["best"],
             "step_images_per_s_median": step_speed["median"],
+            "loop_over_step_median": loop_speed["median"] / step_speed["median"],
             "loop_over_step": loop_speed["best"] / step_speed["best"],
             "cpu_share": merge_timings([loop, step])[1]}
 
@@ -528,7 +583,8 @@ def run(settings, precision_choice):
     print("load average at start: %.2f %.2f %.2f" % tuple(meta["loadavg_start"]), flush=True)
     config, meta["session_config"] = session_config()
     meta.update(image_size=settings["image_size"], precision=precision_choice,
-                statistic="best of the timed runs after %d warm-up" % settings["warmup"],
+                statistic="median and best of the timed runs after %d warm-up"
+                % settings["warmup"],
                 timed_runs=dict(settings["timed_runs"]),
                 train_batches=list(settings["train_batches"]),
                 inference_batch=settings["inference_batch"],
@@ -590,6 +646,8 @@ def main(argv=None):
         reader_child(records_path, int(batch), int(size))
         return 0
     results = run(SETTINGS["quick" if args.quick else "full"], args.precision)
+    print()
+    print(format_summary(results))
     print()
     print(format_table(results))
     print("load average at end: %.2f %.2f %.2f" % tuple(results["meta"]["loadavg_end"]))

@@ -76,6 +76,41 @@ def test_summarize_times_gives_work_per_second_of_the_best_and_the_median_run():
     assert bench.summarize_times([2.0, 4.0, 1.0], 10.0) == {"best": 10.0, "median": 5.0}
 
 
+def test_spread_is_the_range_of_the_runs_over_their_median():
+    assert bench.spread([10.0, 12.0, 11.0, 10.5, 13.0]) == pytest.approx(3.0 / 11.0)
+
+
+def test_throughput_row_divides_medians_by_the_median_ceiling_and_bests_by_the_best():
+    ceilings = {"fp32": {"gflops": 80.0, "gflops_median": 64.0},
+                "bf16": {"gflops": 160.0, "gflops_median": 128.0}}
+    # Batch 4 in 2, 4 and 8 s: 2 images/s at the median, 1 GFLOP each; best 2 s -> 2 GFLOP/s.
+    row = bench.throughput_row(([4.0, 2.0, 8.0], 0.9), 4, 1.0, ceilings, "bf16")
+    assert row["images_per_s_median"] == 1.0 and row["images_per_s"] == 2.0
+    assert row["step_s_median"] == 4.0 and row["step_s"] == 2.0 and row["runs"] == 3
+    assert row["fraction_of_fp32_ceiling_median"] == pytest.approx(1.0 / 64.0)
+    assert row["fraction_of_fp32_ceiling"] == pytest.approx(2.0 / 80.0)
+    assert row["fraction_of_bf16_ceiling_median"] == pytest.approx(1.0 / 128.0)
+    assert row["spread"] == pytest.approx(6.0 / 4.0)
+
+
+def test_the_summary_leads_with_the_median_of_each_network_row_present():
+    row = {"batch": 10, "fraction_of_fp32_ceiling_median": 0.8, "fraction_of_fp32_ceiling": 0.85,
+           "spread": 0.03, "images_per_s_median": 0.28}
+    results = {"meta": {"train_batches": [10, 2], "inference_batch": 10},
+               "ceiling": {"fp32": {"gflops": 73.0, "gflops_median": 72.0}},
+               "train": {"fp32": {"batch10": row, "batch2": dict(row, batch=2)}},
+               "inference": {"fp32": {"batch10": dict(row, fraction_of_fp32_ceiling_median=0.96)}}}
+    rows = bench.summary_rows(results)
+    assert [r[0] for r in rows] == ["fp32 train, large batch (batch 10)",
+                                    "fp32 train, small batch (batch 2)",
+                                    "fp32 inference (batch 10)"]
+    assert rows[2][1:3] == (0.96, 0.85)
+    text = bench.format_summary(results).splitlines()
+    assert text[0] == "fp32 ceiling: median 72.0 GFLOP/s (best 73.0)"
+    assert text[1].split()[-4:] == ["median", "best", "spread", "images/s"]
+    assert text[4].split()[-4:] == ["0.960", "0.850", "3%", "0.280"]
+
+
 def test_merged_timings_keep_every_run_and_weigh_the_share_by_time():
     seconds, share = bench.merge_timings([([1.0, 2.0], 1.0), ([1.0], 0.4)])
     assert seconds == [1.0, 2.0, 1.0]
@@ -128,7 +163,8 @@ def expected_keys(results):
         keys += ["ceiling.%s.gflops" % precision, "ceiling.%s.gflops_median" % precision]
     for batch in meta["train_batches"]:
         keys += ["train.fp32.batch%d.%s" % (batch, name) for name in
-                 ("images_per_s", "images_per_s_median", "gflops", "fraction_of_fp32_ceiling")]
+                 ("images_per_s", "images_per_s_median", "gflops", "fraction_of_fp32_ceiling",
+                  "fraction_of_fp32_ceiling_median", "spread")]
     keys += ["inference.fp32.batch%d.%s" % (meta["inference_batch"], name) for name in
              ("images_per_s", "gflops", "fraction_of_fp32_ceiling")]
     for records in meta["reader_records"]:
@@ -146,6 +182,9 @@ def test_quick_run_has_every_row_in_the_json_and_the_table(quick_run):
         assert key in rows, key
         assert key in stdout, key
     assert "train.bf16" not in rows  # --precision fp32 measures no bf16 network
+    # The summary comes first and leads with the medians.
+    assert stdout.index("fraction of the fp32 ceiling") < stdout.index("ceiling.fp32.gflops")
+    assert "fp32 train, large batch" in stdout and "bf16 train" not in stdout
 
 
 def test_quick_run_numbers_are_finite_and_positive(quick_run):
@@ -154,7 +193,9 @@ def test_quick_run_numbers_are_finite_and_positive(quick_run):
     measured = [(key, value) for key, value in numbers(rows) if not key.startswith("meta.")]
     assert len(measured) > 30
     for key, value in measured:
-        assert math.isfinite(value) and value > 0, (key, value)
+        assert math.isfinite(value), (key, value)
+        # One timed run (as --quick takes for some rows) has no spread.
+        assert value >= 0 if key.endswith(".spread") else value > 0, (key, value)
     for key in ("loadavg_start", "loadavg_end"):
         assert len(results["meta"][key]) == 3
         assert all(math.isfinite(v) and v >= 0 for v in results["meta"][key])

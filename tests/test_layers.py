@@ -84,7 +84,9 @@ def test_upsample_by_phases_refuses_a_kernel_it_does_not_cover():
             utils.upsample_by_phases(x, tf.zeros([4, 4, 3, 4]), tf.zeros([3]), stride=8)
 
 
-@pytest.mark.parametrize("k,shape", [(7, (2, 7, 7, 6)), (3, (1, 4, 6, 5)), (1, (2, 3, 3, 8))])
+# Maps smaller than the kernel (taps that see only padding), oblong maps, one row.
+@pytest.mark.parametrize("k,shape", [(7, (2, 7, 7, 6)), (3, (1, 4, 6, 5)), (1, (2, 3, 3, 8)),
+                                     (7, (1, 2, 2, 4)), (7, (1, 14, 9, 3)), (5, (2, 1, 3, 2))])
 def test_conv2d_as_matmul_is_the_same_convolution(k, shape):
     rng = np.random.RandomState(k)
     x = rng.randn(*shape).astype(np.float32)
