@@ -164,9 +164,8 @@ def fcn_main(capsys, *args):
     traceback a user would see, fails the test."""
     capsys.readouterr()
     FCN.FLAGS.unparse_flags()
-    FCN.FLAGS(["FCN.py"] + list(args))
     try:
-        FCN.main([])
+        FCN.main(["FCN.py"] + list(args))
         code = 0
     except SystemExit as e:
         code = e.code
