@@ -12,7 +12,7 @@ import FCN
 import guards
 import quiet_tensorflow
 from guards import FCNError
-from tests.project import FCN_PY, SMALL
+from tests.project import FCN_PY, SMALL, fcn_main
 
 HANG = 600  # seconds: only against a hang, never an assertion about speed
 # Flags of absl.testing, TensorFlow's pfor and its TPU modules, which tf.app.run listed.
@@ -31,22 +31,6 @@ def refusal(*args):
     message = str(caught.value)
     assert "\n" not in message
     return message
-
-
-def main_in_process(capsys, *args):
-    """(exit code, stdout, stderr) of FCN.main on these arguments, in this process: only for
-    runs that stop before building a network."""
-    capsys.readouterr()
-    FCN.FLAGS.unparse_flags()
-    try:
-        FCN.main(["FCN.py"] + list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        FCN.FLAGS.unparse_flags()
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def run_program(*args, cwd=None):
@@ -196,13 +180,13 @@ def test_held_stderr_keeps_fd_2_and_replays_it_on_failure(capfd):
 # ---- FCN.main in this process -------------------------------------------------------------------
 
 def test_main_refuses_a_bad_value_with_one_line_and_exit_2(capsys, tmp_path):
-    code, out, err = main_in_process(capsys, "--batch_size=abc", "--logs_dir=" + str(tmp_path))
+    code, out, err = fcn_main(capsys, "--batch_size=abc", "--logs_dir=" + str(tmp_path))
     assert code == 2 and out == ""
     assert err == "FCN.py: error: --batch_size=abc: it must be a whole number\n"
 
 
 def test_main_help_prints_the_flags_and_starts_nothing(capsys, tmp_path):
-    code, out, err = main_in_process(capsys, "--help", "--logs_dir=" + str(tmp_path / "logs"))
+    code, out, err = fcn_main(capsys, "--help", "--logs_dir=" + str(tmp_path / "logs"))
     assert code == 0 and err == ""
     assert "--batch_size" in out and "Settings:" not in out and "Devices:" not in out
     assert not os.path.exists(tmp_path / "logs")
