@@ -12,12 +12,26 @@ As a library (the reference's API): inference(image, keep_prob), pixel_loss, tra
 One rule for their optional arguments: an argument left None takes its command-line flag's value
 (the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
+import difflib
+import math
 import os
 import random
+import re
 import sys
+import textwrap
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter off; errors stay
+
+import guards  # noqa: E402  (neither imports TensorFlow)
+import quiet_tensorflow  # noqa: E402
+
+if __name__ == "__main__":
+    # The program: TensorFlow's import (seconds long) writes to fd 2 what no log level stops;
+    # it is held back, and main() replays it with --verbose. Ctrl-C meanwhile: one line.
+    with guards.ctrl_c_exits("FCN.py"):
+        quiet_tensorflow.import_quietly("tensorflow.compat.v1")
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
@@ -25,6 +39,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 import TensorflowUtils as utils  # noqa: E402
 import checkpoints  # noqa: E402
 import datasets  # noqa: E402
+import devices  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # noqa: E402
                     write_json_atomically)
@@ -34,6 +49,8 @@ FLAGS = tf.flags.FLAGS
 # ---- what to run ----
 tf.flags.DEFINE_string("mode", "train", "train, visualize, validate or predict")
 tf.flags.DEFINE_bool("debug", False, "add activation, gradient and variable histograms (train)")
+tf.flags.DEFINE_bool("verbose", False, "show TensorFlow's own start-up messages, logs and "
+                     "deprecation warnings (hidden by default)")
 # ---- folders ----
 tf.flags.DEFINE_string("logs_dir", "logs/", "checkpoints, summaries, settings and outputs")
 tf.flags.DEFINE_string("data_dir", "",
@@ -330,6 +347,12 @@ def session_config():
 # ==============================================================================================
 
 MODES = ("train", "visualize", "validate", "predict")
+MAX_SEED = 2 ** 32 - 1  # numpy.random.seed's largest
+# The memory of a training step grows with its pixel count (README, Flags, gives the measured
+# figures): one 4096x4096 image already needs about 90 GiB, a size no machine in use trains at.
+MAX_IMAGE_SIZE = 4096
+MAX_IMAGE_SIZE_REASON = ("memory grows with the pixel count, and one training image of "
+                         "4096x4096 already needs about 90 GiB; e.g. 224 (the default) or 512")
 INTERPOLATIONS = ("nearest", "bilinear")
 SETTINGS_NAME = "settings.json"
 
@@ -345,11 +368,18 @@ def check_settings(settings):
     if settings["image_size"] < 32 or settings["image_size"] % 32:
         raise FCNError("--image_size=%d: it must be a positive multiple of 32 (the "
                        "network downsamples by 32), e.g. 224" % settings["image_size"])
+    if settings["image_size"] > MAX_IMAGE_SIZE:
+        raise FCNError("--image_size=%d: at most %d; %s"
+                       % (settings["image_size"], MAX_IMAGE_SIZE, MAX_IMAGE_SIZE_REASON))
+    if not 0 <= settings["seed"] <= MAX_SEED:
+        raise FCNError("--seed=%d: it must be between 0 and %d (NumPy's seed range)"
+                       % (settings["seed"], MAX_SEED))
     for name, choices in (("precision", tuple(COMPUTE_DTYPES)), ("interpolation", INTERPOLATIONS)):
         if settings[name] not in choices:
             raise FCNError("--%s=%s: use %s" % (name, settings[name], " or ".join(choices)))
-    if not settings["learning_rate"] > 0:
-        raise FCNError("--learning_rate=%g: it must be positive" % settings["learning_rate"])
+    if not (settings["learning_rate"] > 0 and math.isfinite(settings["learning_rate"])):
+        raise FCNError("--learning_rate=%g: it must be a positive finite number, e.g. 1e-4"
+                       % settings["learning_rate"])
     if settings["mode"] == "predict" and not settings["image"]:
         raise FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
     if settings["dataset"] not in datasets.DATASETS:
@@ -369,6 +399,9 @@ def with_defaults(settings):
     if settings["data_dir"]:
         return settings
     return dict(settings, data_dir=datasets.DATASETS[settings["dataset"]].default_data_dir)
+
+
+SLOW_CPU_ETA = 86400  # seconds: a CPU-only training run expected to take longer is warned about
 
 
 def format_duration(seconds):
@@ -494,6 +527,7 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
     print("Training from step %d to %d, batch %d, %dx%d"
           % (step, max_iterations, batch_size, settings["image_size"], settings["image_size"]))
     window_start, window_steps = time.time(), 0
+    gpus, slow_warned = devices.gpu_names(tf), False
     while step < max_iterations:
         images, annotations = train_reader.next_batch(batch_size)
         feed = {model.image: images, model.annotation: annotations,
@@ -515,6 +549,10 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
             eta = (max_iterations - step) * elapsed / window_steps
             print("%s step %d loss %.5f images/s %.2f eta %s"
                   % (time.strftime("%Y-%m-%d %H:%M:%S"), step, loss, rate, format_duration(eta)))
+            warning = None if slow_warned else slow_cpu_warning(eta, gpus)
+            if warning:
+                print(warning)
+                slow_warned = True
             sys.stdout.flush()
             window_start, window_steps = time.time(), 0
         if step % settings["save_every"] == 0 or step == max_iterations:
@@ -696,10 +734,184 @@ def run_predict(settings):
 
 # ---- the command line ---------------------------------------------------------------------------
 
+PROGRAM = "FCN.py"
+HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpfull")
+# What a value that does not parse should be, by absl's type name of the flag.
+VALUE_KINDS = {"int": "it must be a whole number", "float": "it must be a number",
+               "bool": "use true or false"}
+
+
+class HelpRequest(Exception):
+    """-h, --help or --helpfull on the command line; args[0] is the text to print."""
+
+
+def project_flags():
+    """{name: absl Flag} of every flag this file defines (and no other module's), in order."""
+    module = FLAGS.find_module_defining_flag("mode")
+    return {flag.name: flag for flag in FLAGS.flags_by_module_dict()[module]}
+
+
 def current_settings():
     """{flag name: value} of every flag this file defines (and no other module's)."""
-    module = FLAGS.find_module_defining_flag("mode")
-    return {flag.name: flag.value for flag in FLAGS.flags_by_module_dict()[module]}
+    return {name: flag.value for name, flag in project_flags().items()}
+
+
+def closest_flag(name, names):
+    """The flag name nearest to a mistyped one (difflib's ratio of at least 0.6), or None."""
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _did_you_mean(name, names, value=""):
+    nearest = closest_flag(name, names)
+    return "; did you mean --%s%s?" % (nearest, value) if nearest else ""
+
+
+def parse_value(flag, text):
+    """text converted by the flag's own absl parser; FCNError when it does not convert."""
+    try:
+        return flag.parser.parse(text)
+    except (ValueError, TypeError):
+        raise FCNError("--%s=%s: %s" % (flag.name, text,
+                                        VALUE_KINDS.get(flag.flag_type(), "not a valid value")))
+
+
+def parse_command_line(argv, flags=None):
+    """The settings {flag name: value} that argv (argv[0] the program) asks for: each of this
+    file's flags (flags: {name: absl Flag}, project_flags() when None) at its default unless
+    given as --name=value, --name value, --name or --noname (switches); the last one given wins.
+
+    Raises HelpRequest for -h, --help, --helpfull, and FCNError (one line) for a flag that is
+    not one of these (naming the nearest that is), an argument that is not a flag, or a value
+    of the wrong type. Reads the definitions only: neither FLAGS nor anything else changes.
+    Whether the values make sense is check_settings's.
+    """
+    flags = project_flags() if flags is None else flags
+    args = list(argv[1:])
+    for arg in args:
+        if arg in HELP_ARGUMENTS:
+            raise HelpRequest(help_text(flags, full=arg == "--helpfull"))
+    names = list(flags)
+    switches = [name for name, flag in flags.items() if flag.boolean]
+    settings = {name: flag.default for name, flag in flags.items()}
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        position += 1
+        if not arg.startswith("-") or arg.strip("-") == "":
+            name, equals, value = arg.partition("=")
+            raise FCNError("unexpected argument '%s': this program takes only flags, "
+                           "--name=value%s" % (arg, _did_you_mean(name, names, equals + value)))
+        name, equals, value = arg.lstrip("-").partition("=")
+        if name in flags:
+            flag = flags[name]
+            if flag.boolean and not equals:
+                settings[name] = True
+                continue
+            if not equals:
+                if position == len(args) or args[position].startswith("--"):
+                    raise FCNError("--%s needs a value: --%s=VALUE" % (name, name))
+                value = args[position]
+                position += 1
+            settings[name] = parse_value(flag, value)
+        elif name.startswith("no") and name[2:] in switches and not equals:
+            settings[name[2:]] = False
+        else:
+            raise FCNError("unknown flag %s%s (python %s --help lists the flags)"
+                           % (arg, _did_you_mean(name, names), PROGRAM))
+    return settings
+
+
+def flag_groups(source):
+    """[(heading, [flag names])] in the order the flag block of this file's source text defines
+    them, under its '# ---- heading ----' comments."""
+    groups, heading = [], "flags"
+    for line in source.splitlines():
+        header = re.match(r"# -+ (.+?) -+$", line)
+        define = re.match(r'tf\.flags\.DEFINE_\w+\(\s*"(\w+)"', line)
+        if header:
+            heading = header.group(1)
+        elif define:
+            if not groups or groups[-1][0] != heading:
+                groups.append((heading, []))
+            groups[-1][1].append(define.group(1))
+    return groups
+
+
+def _default_text(flag):
+    if flag.boolean:
+        return "on" if flag.default else "off"
+    return "none" if flag.default in (None, "") else str(flag.default)
+
+
+def help_text(flags, full=False):
+    """What -h and --help print: this file's flags by group (name, default, help);
+    --helpfull adds how the command line is read."""
+    with open(os.path.abspath(__file__), encoding="utf-8") as f:
+        groups = flag_groups(f.read())
+    listed = {name for _, names in groups for name in names}
+    others = [name for name in flags if name not in listed]
+    if others:
+        groups.append(("other", others))
+    lines = ["usage: python %s --flag=value ...   (python %s --mode=train trains)"
+             % (PROGRAM, PROGRAM)]
+    for heading, names in groups:
+        lines += ["", heading + ":"]
+        for name in names:
+            if name not in flags:
+                continue
+            flag = flags[name]
+            spelled = "--%s, --no%s" % (name, name) if flag.boolean else "--%s" % name
+            lines.append("  %s  (default: %s)" % (spelled, _default_text(flag)))
+            lines += textwrap.wrap(flag.help, 96, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6)
+    if full:
+        lines += ["", "How the command line is read:"] + textwrap.wrap(
+            "A value follows = or comes as the next argument; a switch is turned on by --name "
+            "and off by --noname; the last of a flag given twice wins. Anything else is an "
+            "error: a flag not listed above (TensorFlow's and absl's own flags, for logging, "
+            "testing or TPUs, are not taken: --verbose shows TensorFlow's messages) or an "
+            "argument that is not a flag. -h and --help print the flags, --helpfull this too.",
+            96, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(lines)
+
+
+def use_as_flags(settings):
+    """FLAGS take the parsed values: a library function's argument left None reads its flag.
+    absl's and TensorFlow's own flags keep their defaults."""
+    for name, value in settings.items():
+        FLAGS[name].value = value
+    FLAGS.mark_as_parsed()
+
+
+def show_tensorflow_messages(verbose):
+    """--verbose: what TensorFlow wrote at start-up and its INFO logs; else only its errors
+    (no "Restoring parameters from", no deprecation warnings)."""
+    if verbose:
+        quiet_tensorflow.replay_held()
+        tf.logging.set_verbosity(tf.logging.INFO)
+        return
+    tf.logging.set_verbosity(tf.logging.ERROR)
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+def bf16_warning(precision, gpus, cpu_flags):
+    """The warning line for --precision=bf16 where bfloat16 is not native, else None."""
+    if precision != "bf16" or devices.native_bf16(gpus, cpu_flags):
+        return None
+    return ("Warning: --precision=bf16 is emulated here (no GPU, and the CPU has none of %s): "
+            "it is slower than fp32 on this machine; --precision=fp32 is the faster choice"
+            % ", ".join(devices.NATIVE_BF16_CPU_FLAGS))
+
+
+def slow_cpu_warning(eta_seconds, gpus):
+    """The warning line for training on the CPU when the ETA is over a day, else None."""
+    if gpus or not eta_seconds > SLOW_CPU_ETA:
+        return None
+    return ("Warning: training on the CPU only; at this pace the run needs about %s more. A GPU "
+            "is far faster (README, Set-up), or lower --max_iterations or --image_size"
+            % format_duration(eta_seconds))
 
 
 def run(settings):
@@ -708,6 +920,14 @@ def run(settings):
     settings = with_defaults(settings)
     random.seed(settings["seed"])
     np.random.seed(settings["seed"])
+    with quiet_tensorflow.held_stderr():  # the first look for GPUs writes "failed call to cuInit"
+        gpus = devices.gpu_names(tf)
+    if settings["verbose"]:
+        quiet_tensorflow.replay_held()
+    print(devices.device_line(gpus))
+    warning = bf16_warning(settings["precision"], gpus, devices.cpu_flags())
+    if warning:
+        print(warning)
     print("Settings: " + ", ".join("%s=%s" % item for item in sorted(settings.items())))
     ensure_writable_dir(settings["logs_dir"], "logs_dir")
     if settings["mode"] == "train":
@@ -717,13 +937,21 @@ def run(settings):
 
 
 def main(argv=None):
-    del argv  # flags are parsed by tf.app.run
-    try:
-        run(current_settings())
-    except FCNError as e:
-        sys.stderr.write("FCN.py: error: %s\n" % e)
-        sys.exit(2)
+    """python FCN.py --flag=value ...: argv (sys.argv when None, argv[0] the program) parsed,
+    one mode run. A user's mistake is one line on stderr and exit code 2; Ctrl-C outside the
+    training loop (which saves a checkpoint first) one line and exit code 130."""
+    with guards.ctrl_c_exits(PROGRAM):
+        try:
+            settings = parse_command_line(sys.argv if argv is None else argv)
+            use_as_flags(settings)
+            show_tensorflow_messages(settings["verbose"])
+            run(settings)
+        except HelpRequest as e:
+            print(e.args[0])
+        except FCNError as e:
+            sys.stderr.write("%s: error: %s\n" % (PROGRAM, e))
+            sys.exit(2)
 
 
 if __name__ == "__main__":
-    tf.app.run(main)
+    main()

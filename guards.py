@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 
 
 class FCNError(Exception):
@@ -167,3 +168,20 @@ class StopRequest:
     def __exit__(self, *exc_info):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+# The exit code of a program ended by Ctrl-C, as shells report it (128 + SIGINT).
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+
+
+@contextlib.contextmanager
+def ctrl_c_exits(program):
+    """Ctrl-C (KeyboardInterrupt) in the block ends the program with one line on stderr and exit
+    code 130, not a traceback. The training loop's StopRequest, inside it, catches Ctrl-C first
+    and saves a checkpoint."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.write("%s: interrupted (Ctrl-C)\n" % program)
+        sys.exit(INTERRUPTED_EXIT_CODE)

@@ -18,6 +18,24 @@ def run_fcn(*args, expect=0):
     return out
 
 
+def fcn_main(capsys, *args):
+    """FCN.main in this process with these flags (only for runs that stop before building the
+    network): returns (exit code, stdout, stderr). An exception other than SystemExit, the
+    traceback a user would see, fails the test."""
+    import FCN
+    capsys.readouterr()
+    FCN.FLAGS.unparse_flags()
+    try:
+        FCN.main(["FCN.py"] + list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        FCN.FLAGS.unparse_flags()  # main set them
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def project_sources(but=None):
     """Every .py of the project (top level, tests, benchmarks), except the file `but`."""
     paths = glob.glob(os.path.join(ROOT, "*.py"))

@@ -35,7 +35,7 @@ from guards import FCNError
 from tests.local_server import LocalServer, closed_port_url
 from tests.make_dataset import make_scene_dataset
 from tests.make_vgg_mat import write_conv_layers_mat
-from tests.project import FCN_PY, SMALL, project_sources, run_fcn
+from tests.project import FCN_PY, SMALL, fcn_main, project_sources, run_fcn
 
 VGG_NAME = utils.VGG19_FILE_NAME
 ZIP_NAME = "ADEChallengeData2016.zip"
@@ -156,24 +156,6 @@ def checkpoint_files(logs_dir):
 
 def error_lines(out):
     return [line for line in out.splitlines() if line.startswith("FCN.py: error:")]
-
-
-def fcn_main(capsys, *args):
-    """FCN.main in this process with these flags (only for runs that stop before building the
-    network): returns (exit code, stdout, stderr). An exception other than SystemExit, the
-    traceback a user would see, fails the test."""
-    capsys.readouterr()
-    FCN.FLAGS.unparse_flags()
-    FCN.FLAGS(["FCN.py"] + list(args))
-    try:
-        FCN.main([])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        FCN.FLAGS.unparse_flags()
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def copy_dataset(source, tmp_path):
