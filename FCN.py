@@ -412,6 +412,7 @@ def _readers(settings, records, classes, shuffle=True, drop_remainder=True):
                                          "interpolation": settings["interpolation"],
                                          "num_classes": classes.num_classes,
                                          "extra_label": classes.extra_label,
+                                         "dataset": settings["dataset"],
                                          "seed": settings["seed"], "shuffle": shuffle,
                                          "drop_remainder": drop_remainder})
 
@@ -426,7 +427,8 @@ def _read_records(settings, classes=None):
         started = time.time()
         for records in (train_records, valid_records):
             dataset.validate_records(records, num_classes=classes.num_classes,
-                                     extra_label=classes.extra_label)
+                                     extra_label=classes.extra_label,
+                                     dataset=settings["dataset"])
         print("Checked %d training and %d validation pairs in %.1f s"
               % (len(train_records), len(valid_records), time.time() - started))
     return train_records, valid_records
