@@ -31,10 +31,11 @@ interpolated). Grayscale becomes 3 channels on the last axis, alpha is dropped, 
 
 Bad data: an annotation value outside the classes (other than the ignore label), or an image and
 annotation of different sizes, raise FCNError naming the file(s). An unreadable or truncated file
-is skipped with a warning naming it (the next record of the epoch takes its place, so batches
-stay full; with {'drop_remainder': False}, the mode that visits every record once, its batch is
-one shorter instead, so that no record is counted twice); when more than 1% of the reader's
-records turn out unreadable, FCNError. Errors raised in a worker surface in the caller's thread,
+is skipped with a warning naming it and what is wrong (missing, empty, or the decoder's reason;
+the next record of the epoch takes its place, so batches stay full; with {'drop_remainder':
+False}, the mode that visits every record once, its batch is one shorter instead, so that no
+record is counted twice); when more than 1% of the reader's records turn out unreadable,
+FCNError, with the advice that fits where the dataset came from ({'dataset': name}). Errors raised in a worker surface in the caller's thread,
 from next_batch or get_random_batch.
 """
 import collections
@@ -49,6 +50,7 @@ from PIL import Image  # imageio's own backend; here for resizing and for readin
 
 import imageio.v3 as iio
 
+import datasets
 from datasets import ADE20K
 from guards import FCNError
 
@@ -63,7 +65,7 @@ _BATCHES_IN_FLIGHT = 2  # batches whose decoding is queued for the workers, beyo
 
 DEFAULT_OPTIONS = {"resize": False, "resize_size": None, "interpolation": "nearest",
                    "num_classes": NUM_CLASSES, "extra_label": None,
-                   "shuffle": True, "seed": DEFAULT_SEED,
+                   "dataset": ADE20K.name, "shuffle": True, "seed": DEFAULT_SEED,
                    "drop_remainder": True, "workers": DEFAULT_WORKERS,
                    "prefetch": DEFAULT_PREFETCH}
 # Modes imageio gives as arrays that to_rgb handles; Pillow converts any other mode to RGB.
@@ -72,13 +74,52 @@ _ARRAY_MODES = ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L")
 _UNREADABLE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
+# What opening a file (not decoding it) raises when it is absent or may not be read.
+_NOT_OPENABLE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def unreadable_message(path, size, reason):
+    """The one line naming an unreadable file and what is wrong with it.
+
+    size: its length in bytes, None when it is missing or cannot be opened; reason: what the
+    decoder said (its mentions of the path are dropped: the line names the file once).
+    """
+    if size is None:
+        problem = "missing or not readable"
+    elif size == 0:
+        problem = "empty (0 bytes)"
+    else:
+        reason = str(reason)
+        for mention in (repr(path), "'%s'" % path, path):
+            reason = reason.replace(mention, "")
+        reason = " ".join(reason.split())
+        problem = "not a decodable image (%s)" % (reason.strip(" :") or "no reason given")
+    return "%s is unreadable: %s" % (path, problem)
+
+
+def _decoder_reason(path, error):
+    """Pillow's own words about path when it fails to decode it too (imageio's are often only
+    "`pillow` can not handle the given uri"), else the first line of error."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as e:  # any failure is the reason wanted here
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 class UnreadableFile(Exception):
-    """A file that cannot be decoded: skipped with a warning, not a stop."""
+    """A file that cannot be decoded: skipped with a warning, not a stop. Its message is
+    unreadable_message's."""
 
     def __init__(self, path, error):
-        super().__init__("%s is unreadable (%s: %s)"
-                         % (path, type(error).__name__, str(error).splitlines()[0] if str(error)
-                            else ""))
+        try:
+            openable = os.path.isfile(path) and not isinstance(error, _NOT_OPENABLE_ERRORS)
+            size = os.path.getsize(path) if openable else None
+        except OSError:
+            size = None
+        reason = _decoder_reason(path, error) if size else None
+        super().__init__(unreadable_message(path, size, reason))
         self.path = path
 
 
@@ -269,10 +310,12 @@ def batch_plan(n, batch_size, epoch=0, offset=0, drop_remainder=True):
 
 
 class UnreadableRecords:
-    """The records found unreadable so far; more than max_fraction of n is an FCNError."""
+    """The records found unreadable so far; more than max_fraction of n is an FCNError, whose
+    advice is the dataset's (datasets.bad_file_advice: fetch again, or fix your own files)."""
 
-    def __init__(self, n, max_fraction=MAX_UNREADABLE_FRACTION):
+    def __init__(self, n, max_fraction=MAX_UNREADABLE_FRACTION, dataset=ADE20K.name):
         self.n, self.max_fraction = n, max_fraction
+        self.advice = datasets.bad_file_advice(datasets.DATASETS[dataset])
         self.reasons = {}
         self._lock = threading.Lock()
 
@@ -287,10 +330,9 @@ class UnreadableRecords:
             count = len(self.reasons)
         print("Warning: %s; skipped" % error)
         if count > self.max_fraction * self.n:
-            raise FCNError("%d of %d records are unreadable, more than %g%% (first: %s); check "
-                           "the data folder, or delete it so that the dataset is downloaded again"
+            raise FCNError("%d of %d records are unreadable, more than %g%% (first: %s); %s"
                            % (count, self.n, 100 * self.max_fraction,
-                              next(iter(self.reasons.values()))))
+                              next(iter(self.reasons.values())), self.advice))
 
 
 def load_readable(records, order, position, options, unreadable, replace=True):
@@ -471,6 +513,9 @@ def check_options(image_options):
         options["resize_size"] = int(size)
     else:
         options["resize_size"] = None
+    if options["dataset"] not in datasets.DATASETS:
+        raise FCNError("image option dataset is %r; use %s"
+                       % (options["dataset"], " or ".join(datasets.DATASETS)))
     if options["interpolation"] not in _PILLOW_FILTERS:
         raise FCNError("image option interpolation is %r; use %s"
                        % (options["interpolation"], " or ".join(_PILLOW_FILTERS)))
@@ -489,7 +534,8 @@ class BatchDatset:
         """records_list: records {'image': path, 'annotation': path, 'filename': stem};
         image_options: resize (False), resize_size, interpolation ('nearest'), num_classes
         (151) and extra_label (None: the ignore label beyond the classes that annotations may
-        hold), shuffle (True), seed (0), drop_remainder (True), workers, prefetch (batches, 4)."""
+        hold), dataset ('ade20k': whose advice the unreadable-files error gives), shuffle
+        (True), seed (0), drop_remainder (True), workers, prefetch (batches, 4)."""
         self.records = list(records_list)
         if not self.records:
             raise FCNError("a batch reader needs records, and this split has none; check "
@@ -499,7 +545,8 @@ class BatchDatset:
         self.epochs_completed = 0
         self.last_batch_records = []
         self._failure = None
-        self._unreadable = UnreadableRecords(len(self.records))
+        self._unreadable = UnreadableRecords(len(self.records),
+                                             dataset=self.image_options["dataset"])
         self._random = np.random.default_rng([self.image_options["seed"], 0, 1])
         self._resources = _Resources(self.image_options["workers"])
         self._finalizer = weakref.finalize(self, self._resources.close)
@@ -598,7 +645,8 @@ def _header_size(path):
         raise UnreadableFile(path, e) from None
 
 
-def validate_records(records, max_check=100, num_classes=NUM_CLASSES, extra_label=None):
+def validate_records(records, max_check=100, num_classes=NUM_CLASSES, extra_label=None,
+                     dataset=ADE20K.name):
     """Checks a split before training, so that bad data stops it before its first step.
 
     Every pair: image and annotation of the same size, from the file headers only (about 35 us a
@@ -606,9 +654,10 @@ def validate_records(records, max_check=100, num_classes=NUM_CLASSES, extra_labe
     with None, none with 0): the annotation is decoded and its values checked too; decoding all
     20,210 would take about a minute, and the reader checks every annotation it decodes anyway
     (the error then comes from next_batch). Unreadable files are warned about and counted as the
-    reader counts them. Returns the number of unreadable records; raises FCNError on bad data.
+    reader counts them (dataset: whose advice that error gives). Returns the number of
+    unreadable records; raises FCNError on bad data.
     """
-    unreadable = UnreadableRecords(len(records))
+    unreadable = UnreadableRecords(len(records), dataset=dataset)
     limit = len(records) if max_check is None else max_check
     for index, record in enumerate(records):
         try:

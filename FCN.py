@@ -82,6 +82,10 @@ tf.flags.DEFINE_integer("max_iterations", 100001,
                         "stop when the global step reaches this (the reference's MAX_ITERATION)")
 tf.flags.DEFINE_integer("log_every", 10, "steps between log lines and training summaries")
 tf.flags.DEFINE_integer("save_every", 500, "steps between checkpoints and validation losses")
+tf.flags.DEFINE_integer("validation_images", 200,
+                        "train: at every checkpoint, the pixel accuracy and mean IoU of this many "
+                        "validation images (a fixed subset), scored as --mode=validate scores; "
+                        "0: off")
 tf.flags.DEFINE_integer("seed", 0, "seed for Python, NumPy, TensorFlow and the batch order")
 tf.flags.DEFINE_string("precision", "fp32", "fp32, or bf16: layers computed in bfloat16, variables, "
                        "optimizer and loss in float32 (checkpoints interchangeable)")
@@ -355,6 +359,8 @@ MAX_IMAGE_SIZE_REASON = ("memory grows with the pixel count, and one training im
                          "4096x4096 already needs about 90 GiB; e.g. 224 (the default) or 512")
 INTERPOLATIONS = ("nearest", "bilinear")
 SETTINGS_NAME = "settings.json"
+# What training writes of its validation subset at each checkpoint (metrics.scores' keys).
+VALIDATION_SCALARS = ("pixel_accuracy", "mean_iou")
 
 
 def check_settings(settings):
@@ -380,6 +386,9 @@ def check_settings(settings):
     if not (settings["learning_rate"] > 0 and math.isfinite(settings["learning_rate"])):
         raise FCNError("--learning_rate=%g: it must be a positive finite number, e.g. 1e-4"
                        % settings["learning_rate"])
+    if settings["validation_images"] < 0:
+        raise FCNError("--validation_images=%d: it must be 0 (off) or more"
+                       % settings["validation_images"])
     if settings["mode"] == "predict" and not settings["image"]:
         raise FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
     if settings["dataset"] not in datasets.DATASETS:
@@ -445,6 +454,7 @@ def _readers(settings, records, classes, shuffle=True, drop_remainder=True):
                                          "interpolation": settings["interpolation"],
                                          "num_classes": classes.num_classes,
                                          "extra_label": classes.extra_label,
+                                         "dataset": settings["dataset"],
                                          "seed": settings["seed"], "shuffle": shuffle,
                                          "drop_remainder": drop_remainder})
 
@@ -459,7 +469,8 @@ def _read_records(settings, classes=None):
         started = time.time()
         for records in (train_records, valid_records):
             dataset.validate_records(records, num_classes=classes.num_classes,
-                                     extra_label=classes.extra_label)
+                                     extra_label=classes.extra_label,
+                                     dataset=settings["dataset"])
         print("Checked %d training and %d validation pairs in %.1f s"
               % (len(train_records), len(valid_records), time.time() - started))
     return train_records, valid_records
@@ -468,6 +479,7 @@ def _read_records(settings, classes=None):
 # ---- train -------------------------------------------------------------------------------------
 
 def run_train(settings):
+    import evaluation
     logs_dir = settings["logs_dir"]
     with TrainLock(logs_dir):
         classes = dataset_classes(settings)
@@ -508,16 +520,37 @@ def run_train(settings):
                     StopRequest() as stop:
                 train_writer = tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph)
                 valid_writer = tf.summary.FileWriter(os.path.join(logs_dir, "validation"))
+                subset = evaluation.validation_subset(valid_records,
+                                                      settings["validation_images"])
+                score_subset = None if not subset else (
+                    lambda at_step: score_validation_subset(settings, sess, model, subset,
+                                                            classes, valid_writer, at_step))
                 try:
                     _train_loop(settings, sess, model, saver, step, checkpoint, train_reader,
-                                valid_reader, train_writer, valid_writer, stop)
+                                valid_reader, train_writer, valid_writer, stop, score_subset)
                 finally:
                     train_writer.close()
                     valid_writer.close()
 
 
+def score_validation_subset(settings, sess, model, subset, classes, writer, step):
+    """At a checkpoint: the subset's pixel accuracy and mean IoU, scored as --mode=validate
+    scores, written to writer (TensorBoard's validation folder) at step; returns the words for
+    the checkpoint's log line."""
+    import metrics
+    started = time.time()
+    scored = score_records(settings, sess, model, subset, classes)
+    result = metrics.scores(scored["confusion"], classes.metric_ignore_label)
+    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=name, simple_value=result[name])
+                                         for name in VALIDATION_SCALARS]), step)
+    writer.flush()
+    return (" pixel accuracy %.2f%% mean IoU %.2f%% (%d images, %.1f s)"
+            % (100 * result["pixel_accuracy"], 100 * result["mean_iou"], scored["num_images"],
+               time.time() - started))
+
+
 def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reader, valid_reader,
-                train_writer, valid_writer, stop):
+                train_writer, valid_writer, stop, score_subset=None):
     logs_dir, batch_size = settings["logs_dir"], settings["batch_size"]
     max_iterations = settings["max_iterations"]
     if step >= max_iterations:
@@ -563,8 +596,11 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
                            model.keep_probability: 1.0})
             valid_writer.add_summary(summary, step)
             last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
-            print("%s step %d validation loss %.5f saved %s"
-                  % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, last_checkpoint))
+            # Scored after the save: a stop while scoring finds the checkpoint already written.
+            subset_scores = "" if score_subset is None else score_subset(step)
+            print("%s step %d validation loss %.5f%s saved %s"
+                  % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, subset_scores,
+                     last_checkpoint))
         if stop.signal_name is not None:
             if not (step % settings["save_every"] == 0 or step == max_iterations):
                 last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
@@ -617,44 +653,41 @@ def run_visualize(settings):
             print("Saved image: %d (%s)" % (k, reader.last_batch_records[k]["filename"]))
 
 
+def score_records(settings, sess, model, records, classes, progress=None):
+    """evaluation.score of the model over records, each resized to --image_size: what
+    --mode=validate reports, and what training reports of its validation subset."""
+    import evaluation
+
+    def predict(images, annotations):
+        return sess.run([model.pred_annotation, model.image_losses],
+                        feed_dict={model.image: images, model.annotation: annotations,
+                                   model.keep_probability: 1.0})
+
+    with _readers(settings, records, classes, shuffle=False, drop_remainder=False) as reader:
+        return evaluation.score(reader, predict, classes.num_classes,
+                                classes.metric_ignore_label, settings["batch_size"], progress)
+
+
 def run_validate(settings):
-    import BatchDatsetReader as dataset
     import metrics
     classes = dataset_classes(settings)
     _, valid_records = _read_records(settings)
     graph, model, sess, checkpoint, step = _restored_session(settings, classes)
-    total, count = len(valid_records), classes.num_classes
     ignore = classes.metric_ignore_label
-    confusion = np.zeros((count, count), dtype=np.int64)
-    loss_sum, seen = 0.0, set()
     started = time.time()
-    with sess, _readers(settings, valid_records, classes, shuffle=False,
-                        drop_remainder=False) as reader:
-        while True:
-            images, annotations = reader.next_batch(settings["batch_size"])
-            batch_records = reader.last_batch_records
-            pred, losses = sess.run([model.pred_annotation, model.image_losses],
-                                    feed_dict={model.image: images, model.annotation: annotations,
-                                               model.keep_probability: 1.0})
-            for k, record in enumerate(batch_records):
-                # An unreadable record is replaced by the next one, which then comes twice.
-                if record["filename"] in seen:
-                    continue
-                seen.add(record["filename"])
-                loss_sum += float(losses[k])
-                truth = dataset.read_annotation(record["annotation"])
-                scored = dataset.resize_label(pred[k, :, :, 0], *truth.shape)
-                confusion += metrics.confusion_matrix(truth, scored, count, ignore)
-            elapsed = time.time() - started
-            print("\rvalidated %d/%d images, %.2f images/s" % (len(seen), total,
-                                                                len(seen) / elapsed), end="")
-            sys.stdout.flush()
-            if reader.batch_offset >= total:
-                break
+
+    def progress(done, total):
+        print("\rvalidated %d/%d images, %.2f images/s"
+              % (done, total, done / max(time.time() - started, 1e-9)), end="")
+        sys.stdout.flush()
+
+    with sess:
+        scored = score_records(settings, sess, model, valid_records, classes, progress)
     print()
+    confusion, seen = scored["confusion"], scored["scored"]
     skipped = sorted(r["image"] for r in valid_records if r["filename"] not in seen)
     result = metrics.scores(confusion, ignore)
-    result.update({"num_images": len(seen), "loss": loss_sum / max(len(seen), 1),
+    result.update({"num_images": scored["num_images"], "loss": scored["loss"],
                    "dataset": classes.dataset, "ignore_label": ignore,
                    "class_names": classes.class_names, "confusion_matrix": confusion.tolist(),
                    "checkpoint": {"path": checkpoint, "step": step}, "skipped": skipped,

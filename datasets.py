@@ -18,6 +18,8 @@ Dataset = collections.namedtuple("Dataset", [
     "metric_ignore_label",   # label left out of the metrics by default (None: every label counts)
     "module",                # the flat module that reads it: read_dataset(), read_class_names()
     "default_data_dir",      # --data_dir when the flag is not given
+    "downloaded",            # True: this project downloads it (a damaged file is fetched again
+                             # by deleting it); False: the user's own files, nothing to fetch
 ])
 
 ADE20K = Dataset(
@@ -28,6 +30,7 @@ ADE20K = Dataset(
     metric_ignore_label=0,
     module="read_MITSceneParsingData",
     default_data_dir=os.path.join("Data_zoo", "MIT_SceneParsing"),
+    downloaded=True,
 )
 
 VOC = Dataset(
@@ -38,6 +41,7 @@ VOC = Dataset(
     metric_ignore_label=255,
     module="read_PascalVOCData",
     default_data_dir=os.path.join("Data_zoo", "PascalVOC"),
+    downloaded=True,
 )
 
 FOLDER = Dataset(
@@ -47,6 +51,7 @@ FOLDER = Dataset(
     metric_ignore_label=255,
     module="read_FolderData",
     default_data_dir=None,  # the user's folder: --data_dir is required
+    downloaded=False,
 )
 
 DATASETS = {dataset.name: dataset for dataset in (ADE20K, VOC, FOLDER)}
@@ -89,6 +94,16 @@ def reader_module(dataset):
     """The module that lists the dataset's records and names its classes (imported on demand, so
     that asking a dataset's facts reads no files and imports no image code)."""
     return importlib.import_module(dataset.module)
+
+
+def bad_file_advice(dataset):
+    """What to do about unreadable files of a dataset, by where its files came from: deleting a
+    downloaded dataset fetches it again; deleting the user's own data would lose it."""
+    if dataset.downloaded:
+        return ("the download is damaged: delete the dataset folder (--data_dir) so that it is "
+                "downloaded again")
+    return ("these are your own files: fix each file named, or remove it together with its pair "
+            "(the image or annotation of the same name)")
 
 
 def label_palette(num_classes):

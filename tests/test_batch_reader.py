@@ -323,6 +323,59 @@ def test_more_than_one_percent_unreadable_stops(many_records):
             _sequence(batches, 15, 10)
 
 
+def test_unreadable_message_names_the_file_and_what_is_wrong():
+    path = os.path.join("data", "images", "a.png")
+    assert (reader.unreadable_message(path, None, None)
+            == "%s is unreadable: missing or not readable" % path)
+    assert reader.unreadable_message(path, 0, None) == "%s is unreadable: empty (0 bytes)" % path
+    # The decoder's words, without its own mention of the path (the line names it once).
+    assert (reader.unreadable_message(path, 17, "cannot identify image file '%s'" % path)
+            == "%s is unreadable: not a decodable image (cannot identify image file)" % path)
+    assert (reader.unreadable_message(path, 17, "image file is truncated (9 bytes not processed)")
+            == "%s is unreadable: not a decodable image (image file is truncated (9 bytes not "
+               "processed))" % path)
+
+
+def test_unreadable_files_say_what_is_wrong(tmp_path, many_records):
+    empty, junk = str(tmp_path / "empty.png"), str(tmp_path / "junk.png")
+    open(empty, "wb").close()
+    with open(junk, "wb") as f:
+        f.write(b"not an image at all")
+    cases = [(empty, "empty (0 bytes)"), (str(tmp_path / "gone.png"), "missing or not readable"),
+             (str(tmp_path), "missing or not readable"),
+             # imageio says only "`pillow` can not handle the given uri"; Pillow says why.
+             (junk, "not a decodable image (cannot identify image file)"),
+             (many_records[1][0]["image"], "not a decodable image (truncated file read)")]
+    for path, problem in cases:
+        for read in (reader.read_image, reader.read_annotation):
+            with pytest.raises(reader.UnreadableFile) as caught:
+                read(path)
+            assert str(caught.value).lower() == ("%s is unreadable: %s" % (path, problem)).lower()
+
+
+@pytest.mark.parametrize("dataset, advice, not_advice", [
+    ("ade20k", "downloaded again", "your own files"),
+    ("voc", "downloaded again", "your own files"),
+    ("folder", "your own files: fix each file named, or remove it together with its pair",
+     "downloaded again"),
+])
+def test_too_many_unreadable_files_get_the_advice_of_the_datasets_origin(
+        many_records, dataset, advice, not_advice):
+    good, bad = many_records
+    records = bad[:1] + good[:10]
+    with pytest.raises(FCNError) as caught:
+        reader.validate_records(records, dataset=dataset)
+    message = str(caught.value)
+    assert message.startswith("1 of 11 records are unreadable, more than 1%% (first: %s is "
+                              "unreadable: not a decodable image" % bad[0]["image"])
+    assert advice in message and not_advice not in message
+    with reader.BatchDatset(records, {"resize": True, "resize_size": 8, "shuffle": False,
+                                      "dataset": dataset}) as batches:
+        with pytest.raises(FCNError, match="1 of 11 records") as caught:
+            batches.next_batch(2)
+    assert advice in str(caught.value) and not_advice not in str(caught.value)
+
+
 def test_empty_records_and_bad_options_are_errors(records):
     with pytest.raises(FCNError, match="has none"):
         reader.BatchDatset([], {})

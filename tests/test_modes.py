@@ -109,6 +109,16 @@ def test_validate_writes_the_benchmark_metrics(trained, dirs, scene_data):
     assert result["mean_accuracy"] == pytest.approx((tp[rows > 0] / rows[rows > 0]).mean())
     assert result["benchmark_score"] == pytest.approx((tp.sum() / confusion.sum() + iou.mean()) / 2)
     assert np.isfinite(result["loss"]) and result["loss"] > 0
+    # Training scored its last checkpoint on a subset that is here the whole split (the default
+    # 200 images > 5): the same figures, through TensorBoard's float32.
+    scalars = {}
+    folder = os.path.join(logs, "validation")
+    for name in os.listdir(folder):
+        for event in tf.train.summary_iterator(os.path.join(folder, name)):
+            if event.step == 3:
+                scalars.update((v.tag, v.simple_value) for v in event.summary.value)
+    assert scalars["pixel_accuracy"] == pytest.approx(result["pixel_accuracy"], abs=1e-6)
+    assert scalars["mean_iou"] == pytest.approx(result["mean_iou"], abs=1e-6)
 
 
 def test_visualize_writes_the_reference_files_and_panels(trained, dirs):

@@ -324,6 +324,37 @@ def test_an_rgb_annotation_is_refused(folder_data, model_dir, tmp_path):
     assert "annotation %s is a colour image" % path in error
 
 
+FOLDER_ADVICE = "these are your own files: fix each file named, or remove it together with its pair"
+
+
+@pytest.mark.parametrize("kind, name", [("images", "training_0001.jpg"),
+                                        ("annotations", "training_0000.png")])
+def test_an_empty_file_of_your_own_is_named_with_the_advice_to_fix_it(
+        folder_data, model_dir, tmp_path, kind, name):
+    data = _copy(folder_data, tmp_path)
+    path = os.path.join(data, kind, "training", name)
+    open(path, "wb").close()
+    error = _train_refused(data, model_dir, tmp_path)
+    assert "(first: %s is unreadable: empty (0 bytes))" % path in error
+    assert FOLDER_ADVICE in error and "downloaded again" not in error
+    assert "can not handle" not in error
+
+
+def test_an_empty_file_of_a_downloaded_dataset_gets_the_advice_to_download_it_again(
+        scene_data, model_dir, tmp_path):
+    data = str(tmp_path / "ade")
+    shutil.copytree(scene_data, data)
+    path = os.path.join(data, "ADEChallengeData2016", "images", "training",
+                        "ADE_train_00000002.jpg")
+    open(path, "wb").close()
+    error = _one_line_error(run_fcn("--mode=train", "--data_dir=" + data,
+                                    "--model_dir=" + model_dir,
+                                    "--logs_dir=" + str(tmp_path / "logs"), *SMALL, expect=2))
+    assert "(first: %s is unreadable: empty (0 bytes))" % path in error
+    assert "delete the dataset folder (--data_dir) so that it is downloaded again" in error
+    assert FOLDER_ADVICE not in error
+
+
 @pytest.mark.parametrize("mode", ["train", "validate"])
 def test_a_checkpoint_of_another_class_count_is_refused(voc_run, folder_data, model_dir,
                                                         tmp_path, mode):
