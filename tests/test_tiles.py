@@ -159,9 +159,10 @@ def test_tile_interiors_equal_an_untiled_run(small_model, tmp_path):
 @pytest.mark.slow
 def test_peak_memory_of_predict_does_not_grow_with_the_photo(small_model, tmp_path):
     """1000x750, 2000x1500 and 4000x3000 photos, each predicted in a fresh process with the
-    default tiles: the largest peak RSS is within 1.5x the smallest (untiled, 2000x1500 took
-    6.8 GB and 4000x3000 ran out of 20 GB). Tiles of 128 without overlap keep it cheap: the
-    memory of the tiles does not depend on the photo, the image and its labels do."""
+    same tiles: the peaks are within 1 GiB of each other (untiled, 2000x1500 took 6.8 GB and
+    4000x3000 ran out of 20 GB). What does grow with the photo is the image, its padded float
+    copy, its labels and the overlay (about 0.6 GB at 4000x3000); the network's activations do
+    not. Tiles of 128 without overlap keep the test's cost to the photos' pixels."""
     args, _ = small_model
     peaks = {}
     for w, h in ((1000, 750), (2000, 1500), (4000, 3000)):
@@ -175,5 +176,4 @@ def test_peak_memory_of_predict_does_not_grow_with_the_photo(small_model, tmp_pa
         assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read()[-3000:]
         peaks[(w, h)] = usage.ru_maxrss * 1024  # KiB on Linux
         os.remove(path)
-    smallest, largest = min(peaks.values()), max(peaks.values())
-    assert largest <= 1.5 * smallest, peaks
+    assert max(peaks.values()) - min(peaks.values()) <= 1 << 30, peaks
