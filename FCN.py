@@ -13,6 +13,7 @@ One rule for their optional arguments: an argument left None takes its command-l
 (the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
 import difflib
+import json
 import math
 import os
 import random
@@ -40,9 +41,10 @@ import TensorflowUtils as utils  # noqa: E402
 import checkpoints  # noqa: E402
 import datasets  # noqa: E402
 import devices  # noqa: E402
+import tiles  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # noqa: E402
-                    write_json_atomically)
+                    temporary_name, write_json_atomically, writing)
 
 FLAGS = tf.flags.FLAGS
 
@@ -94,6 +96,13 @@ tf.flags.DEFINE_string("image", "", "predict: an image file or a folder of image
 tf.flags.DEFINE_bool("resize", False, "predict at --image_size and resize the labels back, "
                      "instead of at each image's own size")
 tf.flags.DEFINE_string("output_dir", "", "predict: where results go (default <logs_dir>/predictions)")
+tf.flags.DEFINE_integer("tile_size", 512, "predict: images larger than this are predicted in "
+                        "square tiles of this size (a multiple of 32), in memory bounded by it; "
+                        "0: each image whole")
+tf.flags.DEFINE_integer("tile_overlap", 256, "predict: pixels that neighbouring tiles share; each "
+                        "keeps the labels of its half, away from its borders")
+tf.flags.DEFINE_integer("max_size", 0, "predict: downscale an image whose longer side exceeds "
+                        "this first, and its labels back up (0: off)")
 
 MODEL_URL = "http://www.vlfeat.org/matconvnet/models/beta16/" + utils.VGG19_FILE_NAME
 NUM_OF_CLASSESS = ADE20K.num_classes  # the reference's name (and spelling) for the class count
@@ -391,6 +400,8 @@ def check_settings(settings):
                        % settings["validation_images"])
     if settings["mode"] == "predict" and not settings["image"]:
         raise FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
+    if settings["mode"] == "predict":
+        check_predict_settings(settings)
     if settings["dataset"] not in datasets.DATASETS:
         raise FCNError("--dataset=%s: use one of %s"
                        % (settings["dataset"], ", ".join(datasets.DATASETS)))
@@ -478,6 +489,39 @@ def _read_records(settings, classes=None):
 
 # ---- train -------------------------------------------------------------------------------------
 
+SETTINGS_HISTORY_NAME = "settings_history.json"
+
+
+def settings_history(path):
+    """The list of earlier runs' settings in the history file at path; [] when there is none.
+    A file that is not such a list is kept aside (renamed), never overwritten."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            history = json.load(f)
+        if isinstance(history, list):
+            return history
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        pass
+    kept = temporary_name(path).replace(".part-", ".unreadable-")
+    print("Warning: %s is not a list of settings; kept as %s, a new history begun" % (path, kept))
+    os.replace(path, kept)
+    return []
+
+
+def record_settings(logs_dir, settings):
+    """Writes settings to <logs_dir>/settings.json, this run's, and appends them to
+    settings_history.json, every run's since the first, oldest first (both atomically)."""
+    history_path = os.path.join(logs_dir, SETTINGS_HISTORY_NAME)
+    with writing(history_path):
+        history = settings_history(history_path) + [settings]
+        write_json_atomically(history_path, history)
+    path = os.path.join(logs_dir, SETTINGS_NAME)
+    with writing(path):
+        write_json_atomically(path, settings)
+
+
 def run_train(settings):
     import evaluation
     logs_dir = settings["logs_dir"]
@@ -495,11 +539,11 @@ def run_train(settings):
         elif settings["init_from"]:
             init_from = checkpoints.resolve_init_from(settings["init_from"])
         # What this run is, beside the checkpoints it produces, once its checks have passed.
-        write_json_atomically(os.path.join(logs_dir, SETTINGS_NAME),
-                              dict(settings, tensorflow=tf.__version__,
-                                   started=time.strftime("%Y-%m-%d %H:%M:%S")))
-        write_json_atomically(os.path.join(logs_dir, datasets.CLASSES_NAME),
-                              datasets.info_to_json(classes))
+        record_settings(logs_dir, dict(settings, tensorflow=tf.__version__,
+                                       started=time.strftime("%Y-%m-%d %H:%M:%S")))
+        classes_path = os.path.join(logs_dir, datasets.CLASSES_NAME)
+        with writing(classes_path):
+            write_json_atomically(classes_path, datasets.info_to_json(classes))
         vgg_names = ["inference/%s_%s" % (name, part) for name, _ in utils.VGG19_CONV_SHAPES
                      for part in "wb"]
         vgg_from_checkpoint = checkpoint is not None or (
@@ -696,7 +740,8 @@ def run_validate(settings):
     print("mean cross-entropy at %dx%d: %.5f" % (settings["image_size"], settings["image_size"],
                                                  result["loss"]))
     path = os.path.join(settings["logs_dir"], "validation_metrics.json")
-    write_json_atomically(path, result)
+    with writing(path):
+        write_json_atomically(path, result)
     print("Wrote %s" % path)
     return result
 
@@ -727,10 +772,65 @@ def pad_to_multiple(image, multiple, fill):
     return padded, (h, w)
 
 
+def check_predict_settings(settings):
+    """Refuses tile and size flags that cannot work."""
+    problem = tiles.tiling_problem(settings["tile_size"], settings["tile_overlap"])
+    if problem:
+        raise FCNError(problem)
+    if settings["max_size"] < 0:
+        raise FCNError("--max_size=%d: it must be 0 (off) or a positive size in pixels"
+                       % settings["max_size"])
+
+
 def predict_classes(settings):
     """The classes predict labels with: those training wrote beside the checkpoints; for a logs
     folder without them (older, or the original implementation's), the chosen dataset's."""
     return datasets.stored_classes(settings["logs_dir"]) or dataset_classes(settings)
+
+
+def output_stems(paths):
+    """{path: the stem of its outputs}: the file's stem, or, for inputs that share a stem
+    (same.jpg, same.png), the stem and the source's extension (same_jpg), so that no result
+    overwrites another. Where that still collides (a file named same_jpg.png), a number is
+    added."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    counts = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    result, taken = {}, set()
+    named = [(p, stem if counts[stem] == 1 else "%s_%s" % (stem, os.path.splitext(p)[1][1:]))
+             for p, stem in zip(paths, stems)]
+    unique = {name for _, name in named}
+    for path, name in named:
+        candidate, k = name, 2
+        while candidate in taken or (candidate != name and candidate in unique):
+            candidate, k = "%s_%d" % (name, k), k + 1
+        taken.add(candidate)
+        result[path] = candidate
+    return result
+
+
+def predict_labels(sess, model, image, settings, mean_pixel):
+    """The uint8 [h, w] labels of image uint8 [h, w, 3]: downscaled first to --max_size, padded
+    with the mean pixel to multiples of 32 and predicted in --tile_size tiles, or with --resize
+    at --image_size; resized back to the image's size (nearest neighbour)."""
+    import BatchDatsetReader as dataset
+    h, w = image.shape[:2]
+    if settings["resize"]:
+        size = settings["image_size"]
+        resized = dataset.resize_image(image, size, size, settings["interpolation"])
+        return dataset.resize_label(_predict(sess, model, resized[None])[0, :, :, 0], h, w)
+    small_h, small_w = tiles.downscaled_size(h, w, settings["max_size"])
+    if (small_h, small_w) != (h, w):
+        image = dataset.resize_image(image, small_h, small_w, settings["interpolation"])
+    padded, _ = pad_to_multiple(image, 32, mean_pixel)
+    labels = tiles.predict_tiled(
+        padded, settings["tile_size"], settings["tile_overlap"],
+        lambda crop: _predict(sess, model, crop[None])[0, :, :, 0].astype(np.uint8))
+    labels = labels[:small_h, :small_w]
+    if (small_h, small_w) != (h, w):
+        labels = dataset.resize_label(labels, h, w)
+    return labels
 
 
 def run_predict(settings):
@@ -741,28 +841,36 @@ def run_predict(settings):
     classes = predict_classes(settings)
     graph, model, sess, _, _ = _restored_session(settings, classes)
     mean_pixel = mean_pixel_for_restore(settings["model_dir"])
-    size = settings["image_size"]
+    stems = output_stems(paths)
+    done, failures = 0, []
     with sess:
         for path in paths:
+            # One image that cannot be read or predicted is skipped; a full disk (an FCNError
+            # from the writes) stops the run.
             try:
                 image = dataset.read_image(path)
+                labels = predict_labels(sess, model, image, settings, mean_pixel)
             except dataset.UnreadableFile as e:
+                failures.append(str(e))
                 print("Warning: %s; skipped" % e)
                 continue
-            h, w = image.shape[:2]
-            if settings["resize"]:
-                resized = dataset.resize_image(image, size, size, settings["interpolation"])
-                labels = dataset.resize_label(_predict(sess, model, resized[None])[0, :, :, 0],
-                                              h, w)
-            else:
-                padded, _ = pad_to_multiple(image, 32, mean_pixel)
-                labels = _predict(sess, model, padded[None])[0, :h, :w, 0].astype(np.uint8)
-            stem = os.path.splitext(os.path.basename(path))[0]
+            except (MemoryError, tf.errors.ResourceExhaustedError) as e:
+                reason = "%s is too large to predict (%s)" % (
+                    path, checkpoints.error_summary(e) if str(e) else type(e).__name__)
+                failures.append(reason)
+                print("Warning: %s; skipped: pass a smaller --tile_size or a --max_size"
+                      % reason)
+                continue
+            stem = stems[path]
             utils.save_image(labels, output_dir, stem + "_pred")
             utils.save_image(utils.prediction_overlay(image, labels, classes.class_names,
                                                       classes.palette),
                              output_dir, stem + "_pred_c")
+            done += 1
             print("%s -> %s" % (path, os.path.join(output_dir, stem + "_pred.png")))
+    if not done:
+        raise FCNError("none of the %d images could be predicted (%s)"
+                       % (len(paths), "; ".join(failures)))
 
 
 # ---- the command line ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import tensorflow.compat.v1 as tf
 from datasets import VOID_COLOUR
 from downloads import (check_file_in_place, download_first, remove_download, sources_from,
                        url_file_name)
-from guards import FCNError, atomic_path
+from guards import FCNError, atomic_path, writing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,8 +405,9 @@ def add_variable_summary(var):
 # ----------------------------------------------------------------------------------------------
 
 def write_image_atomically(path, image):
-    """Writes a PNG to path through a temporary name, so that no half-written image is left."""
-    with atomic_path(path) as part:
+    """Writes a PNG to path through a temporary name, so that no half-written image is left; a
+    full disk (or another write error) is the one-line FCNError."""
+    with writing(path), atomic_path(path) as part:
         imageio.imwrite(part, np.asarray(image), format="PNG")
     return path
 

@@ -10,17 +10,16 @@ hint: it goes stale when a run is killed between a save and its update, holds th
 of a folder that has since been moved, and can be lost or damaged like any file. Training
 rewrites it from the folder (repair_state), with paths relative to the folder.
 """
-import errno
 import glob
 import math
 import os
 import re
-import shutil
 
 import tensorflow.compat.v1 as tf
 from google.protobuf import text_format
 
-from guards import FCNError, atomic_path, remove_quietly
+from guards import (DISK_FULL_TEXTS, FCNError, atomic_path, format_size, free_space,
+                    is_disk_full, remove_quietly)
 
 CHECKPOINT_PREFIX = "model.ckpt"
 KEEP_CHECKPOINTS = 5  # the newest ones kept on disk; older ones are deleted as new ones come
@@ -47,15 +46,6 @@ def error_summary(error):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(noise)]
     return (useful or lines or [type(error).__name__])[0]
-
-
-def format_size(nbytes):
-    """1234567 -> '1.2 MiB'."""
-    size = float(nbytes)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return "%d bytes" % nbytes if unit == "bytes" else "%.1f %s" % (size, unit)
-        size /= 1024
 
 
 # ---- what the folder holds ---------------------------------------------------------------------
@@ -351,15 +341,6 @@ def make_saver(var_list, logs_dir):
     return saver
 
 
-def _is_disk_full(error):
-    """Whether a failed write failed for want of space (or of quota)."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error)
-    return isinstance(error, tf.errors.ResourceExhaustedError) or \
-        "No space left on device" in text or "Disk quota exceeded" in text
-
-
 def checkpoint_nbytes(prefix):
     """The bytes of the files of the checkpoint at prefix (0 when it is gone)."""
     total = 0
@@ -416,23 +397,19 @@ def save(sess, saver, logs_dir, step, var_list=None):
         previous = before[-1] if before else None
         kept = ("the last checkpoint %s is intact" % previous if previous
                 else "no checkpoint was saved before")
-        if not _is_disk_full(e):
+        # TensorFlow's writers raise ResourceExhaustedError for a full disk.
+        if not (isinstance(e, tf.errors.ResourceExhaustedError) or is_disk_full(e)):
             raise FCNError("saving checkpoint %s failed (%s); %s; fix that and train on"
                            % (prefix, error_summary(e), kept))
-        cause = next((c for c in ("No space left on device", "Disk quota exceeded")
-                      if c in str(e)), error_summary(e))
+        cause = next((c for c in DISK_FULL_TEXTS if c in str(e)), error_summary(e))
         needed = checkpoint_nbytes(previous) if previous else 0
         if not needed:
             if var_list is None:
                 var_list = sess.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
             needed = variables_nbytes(var_list)
-        try:
-            free = "%s free" % format_size(shutil.disk_usage(logs_dir).free)
-        except OSError:
-            free = "free space unknown"
         raise FCNError("the disk is full: saving checkpoint %s failed (%s); a checkpoint needs "
                        "%s (%s); %s; free space there or move --logs_dir, and train on"
-                       % (prefix, cause, format_size(needed), free, kept))
+                       % (prefix, cause, format_size(needed), free_space(logs_dir), kept))
 
 
 def remove_partial_saves(logs_dir):

@@ -2,6 +2,7 @@
 training lock and the stop signals. No TensorFlow here: the data code imports it too.
 """
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -53,6 +54,56 @@ def write_json_atomically(path, content):
         with open(part, "w", encoding="utf-8") as f:
             json.dump(content, f, indent=1)
     return path
+
+
+def format_size(nbytes):
+    """1234567 -> '1.2 MiB'."""
+    size = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return "%d bytes" % nbytes if unit == "bytes" else "%.1f %s" % (size, unit)
+        size /= 1024
+
+
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full(error):
+    """Whether a failed write failed for want of space (or of quota): an OSError's errno, or the
+    text of another library's error (TensorFlow's name the cause only in their message)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(error) for text in DISK_FULL_TEXTS)
+
+
+def free_space(folder):
+    """'1.2 MiB free' where folder is, or 'free space unknown'."""
+    try:
+        return "%s free" % format_size(shutil.disk_usage(folder or ".").free)
+    except OSError:
+        return "free space unknown"
+
+
+def write_error(path, error):
+    """The one-line FCNError for a file of the program's output that could not be written."""
+    if is_disk_full(error):
+        cause = next((c for c in DISK_FULL_TEXTS if c in str(error)),
+                     getattr(error, "strerror", None) or str(error))
+        return FCNError("the disk is full: writing %s failed (%s; %s); free space there or "
+                        "write elsewhere, and run again" % (path, cause,
+                                                             free_space(os.path.dirname(path))))
+    return FCNError("writing %s failed (%s); fix that and run again"
+                    % (path, getattr(error, "strerror", None) or error))
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turns an OSError raised in the block, which writes path (through atomic_path, so that
+    nothing half-written stays), into write_error's one line."""
+    try:
+        yield
+    except OSError as e:
+        raise write_error(path, e) from None
 
 
 def ensure_writable_dir(path, flag):
@@ -112,7 +163,9 @@ class TrainLock:
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
+            except OSError as e:
+                if not isinstance(e, FileExistsError):
+                    raise write_error(self.path, e) from None
                 owner = self._owner()
                 if owner is not None and owner != os.getpid() and process_is_alive(owner):
                     raise FCNError(
@@ -121,8 +174,12 @@ class TrainLock:
                 print("Removing the stale lock %s (process %s is gone)" % (self.path, owner))
                 remove_quietly(self.path)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError as e:  # a full disk: no empty lock left to puzzle the next run
+                remove_quietly(self.path)
+                raise write_error(self.path, e) from None
             self.held = True
             return self
         raise FCNError("cannot take the lock %s; delete it if no training run is using "

@@ -14,8 +14,10 @@ Differences from the reference, on purpose:
   looks complete;
 - the record cache is JSON (MITSceneParsing.json) with paths relative to data_dir, not a pickle:
   loading a pickle runs whatever code the file holds. A cache that is unreadable, of another
-  format, or names a file that no longer exists is rebuilt.
+  format, names a file that no longer exists, or was written before files were added to or
+  removed from a split (a digest of each folder's listing is kept in it) is rebuilt.
 """
+import hashlib
 import json
 import ntpath
 import os
@@ -36,7 +38,7 @@ DATA_MD5S = {DATA_URL: "7328b3957e407ddae1d3cbf487f149ef"}
 DATASET_FOLDER = "ADEChallengeData2016"  # what the zip holds, extracted into data_dir
 CACHE_NAME = "MITSceneParsing.json"
 CACHE_FORMAT = "FCN.tensorflow MIT Scene Parsing records"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: with the digests of the folders' listings
 SPLITS = ("training", "validation")
 CLASS_INFO_NAME = "objectInfo150.txt"
 ANNOTATION_EXTENSION = ".png"
@@ -176,6 +178,34 @@ def _first_missing(paths):
     return None
 
 
+def split_folders(split):
+    """{kind: extensions} of the folders <kind>/<split> of ADEChallengeData2016 that a split
+    is read from."""
+    return {"images": IMAGE_EXTENSIONS, "annotations": (ANNOTATION_EXTENSION,)}
+
+
+def listing_digest(names, extensions):
+    """SHA-256 of the sorted names among `names` that have one of extensions: changes when such
+    a file is added, removed or renamed, not when one is rewritten."""
+    kept = sorted(n for n in names if n.lower().endswith(extensions))
+    return hashlib.sha256("\n".join(kept).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def folder_listings(dataset_dir):
+    """{split: {kind: digest}}: listing_digest of each folder <kind>/<split> ('' for a folder that
+    is not there). One listing a folder, no stat a file."""
+    digests = {}
+    for split in SPLITS:
+        digests[split] = {}
+        for kind, extensions in split_folders(split).items():
+            try:
+                names = os.listdir(os.path.join(dataset_dir, kind, split))
+            except OSError:
+                names = None
+            digests[split][kind] = "" if names is None else listing_digest(names, extensions)
+    return digests
+
+
 def load_cache(data_dir):
     """The cached (training, validation) records, or None (with a warning when a cache file is
     there but unusable, so that it is rebuilt). The cache is parsed as JSON, never executed."""
@@ -184,7 +214,11 @@ def load_cache(data_dir):
         return None
     try:
         with open(path, "r", encoding="utf-8") as f:
-            splits = records_from_cache(json.load(f), data_dir)
+            content = json.load(f)
+        splits = records_from_cache(content, data_dir)
+        cached_listings = content.get("listings")
+        if not isinstance(cached_listings, dict):
+            raise ValueError("no digests of the folders' listings")
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         print("Warning: the record cache %s is unreadable (%s); rebuilding it"
               % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
@@ -195,14 +229,24 @@ def load_cache(data_dir):
         print("Warning: the record cache %s names %s, which no longer exists; rebuilding it"
               % (path, missing))
         return None
+    now = folder_listings(os.path.join(data_dir, DATASET_FOLDER))
+    changed = [os.path.join(data_dir, DATASET_FOLDER, kind, split)
+               for split in SPLITS for kind, digest in sorted(now[split].items())
+               if not isinstance(cached_listings.get(split), dict)
+               or cached_listings[split].get(kind) != digest]
+    if changed:
+        print("Warning: files were added to or removed from %s since the record cache %s was "
+              "written; rebuilding it" % (", ".join(changed), path))
+        return None
     return splits["training"], splits["validation"]
 
 
-def save_cache(data_dir, training, validation):
+def save_cache(data_dir, training, validation, listings):
     """Writes the cache atomically (temporary file, then rename); a read-only data_dir only
-    costs a warning."""
+    costs a warning. listings: folder_listings of the folders as they were scanned."""
     path = os.path.join(data_dir, CACHE_NAME)
     cache = records_to_cache({"training": training, "validation": validation}, data_dir)
+    cache["listings"] = listings
     try:
         with atomic_path(path) as part, open(part, "w", encoding="utf-8") as f:
             json.dump(cache, f, separators=(",", ":"))
@@ -307,6 +351,7 @@ def read_dataset(data_dir, data_url=DATA_URL):
     if cached is not None:
         return cached
     dataset_dir = maybe_download_and_extract(data_dir, data_url)
+    listings = folder_listings(dataset_dir)  # before the scan: a file added meanwhile is seen
     training, validation = (scan_split(dataset_dir, split) for split in SPLITS)
     for split, records in zip(SPLITS, (training, validation)):
         if not records:
@@ -315,7 +360,7 @@ def read_dataset(data_dir, data_url=DATA_URL):
                            "again, or fix it" % (split, dataset_dir, split, split))
     print("MIT Scene Parsing: %d training and %d validation records"
           % (len(training), len(validation)))
-    save_cache(data_dir, training, validation)
+    save_cache(data_dir, training, validation, listings)
     return training, validation
 
 

@@ -199,6 +199,43 @@ def test_cache_naming_a_removed_file_is_rebuilt(data_dir, capsys):
     assert [r["filename"] for r in validation] == [n for n in VAL_NAMES if not n.endswith("04")]
 
 
+@pytest.mark.parametrize("split", ["training", "validation"])
+def test_an_image_added_after_the_cache_was_written_is_found(data_dir, split, capsys):
+    scene.read_dataset(data_dir)
+    base = os.path.join(data_dir, "ADEChallengeData2016")
+    for folder, extension in (("images", ".jpg"), ("annotations", ".png")):
+        shutil.copy(os.path.join(base, folder, split, "ADE_%s_00000001%s"
+                                 % ("train" if split == "training" else "val", extension)),
+                    os.path.join(base, folder, split, "ADE_new_00000001" + extension))
+    capsys.readouterr()
+    training, validation = scene.read_dataset(data_dir)
+    out = capsys.readouterr().out
+    assert "files were added to or removed from %s" % os.path.join(base, "annotations", split) \
+        in out and "rebuilding" in out
+    names = TRAIN_NAMES if split == "training" else VAL_NAMES
+    assert [r["filename"] for r in (training if split == "training" else validation)] == \
+        sorted(names + ["ADE_new_00000001"])
+    # The rebuilt cache lists it: a third call reads the cache, without a warning.
+    assert scene.read_dataset(data_dir) == (training, validation)
+    assert "rebuilding" not in capsys.readouterr().out
+
+
+def test_an_image_rewritten_in_place_keeps_the_cache(data_dir, capsys, monkeypatch):
+    first = scene.read_dataset(data_dir)
+    path = os.path.join(data_dir, "ADEChallengeData2016", "images", "training",
+                        "ADE_train_00000002.jpg")
+    shutil.copy(path.replace("00000002", "00000001"), path)
+    monkeypatch.setattr(scene, "scan_split", lambda *a: pytest.fail("rescanned"))
+    assert scene.read_dataset(data_dir) == first
+
+
+def test_listing_digest_sees_names_not_other_files():
+    base = scene.listing_digest(["a.jpg", "b.jpg"], (".jpg",))
+    assert scene.listing_digest(["b.jpg", "a.jpg", "notes.txt"], (".jpg",)) == base
+    assert scene.listing_digest(["a.jpg"], (".jpg",)) != base
+    assert scene.listing_digest(["a.jpg", "b.jpg", "c.JPG"], (".jpg",)) != base
+
+
 def test_empty_split_is_an_error(data_dir):
     for path in glob.glob(os.path.join(data_dir, "ADEChallengeData2016", "images", "validation",
                                        "*")):
