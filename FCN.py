@@ -32,7 +32,7 @@ from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # no
 FLAGS = tf.flags.FLAGS
 
 # ---- what to run ----
-tf.flags.DEFINE_string("mode", "train", "train, visualize, validate or predict")
+tf.flags.DEFINE_string("mode", "train", "train, visualize, validate, predict or export")
 tf.flags.DEFINE_bool("debug", False, "add activation, gradient and variable histograms (train)")
 # ---- folders ----
 tf.flags.DEFINE_string("logs_dir", "logs/", "checkpoints, summaries, settings and outputs")
@@ -73,6 +73,13 @@ tf.flags.DEFINE_string("image", "", "predict: an image file or a folder of image
 tf.flags.DEFINE_bool("resize", False, "predict at --image_size and resize the labels back, "
                      "instead of at each image's own size")
 tf.flags.DEFINE_string("output_dir", "", "predict: where results go (default <logs_dir>/predictions)")
+# ---- export (export_model.py) ----
+tf.flags.DEFINE_string("export_dir", "", "export: where the numbered versions go "
+                       "(default <logs_dir>/export)")
+tf.flags.DEFINE_string("export_format", "saved_model", "export: a comma-separated list of "
+                       "saved_model, tflite, tflite_fp16, tflite_int8, onnx")
+tf.flags.DEFINE_string("export_image_size", "", "export: HxW baked into the model's input "
+                       "(default: any size)")
 
 MODEL_URL = "http://www.vlfeat.org/matconvnet/models/beta16/" + utils.VGG19_FILE_NAME
 NUM_OF_CLASSESS = ADE20K.num_classes  # the reference's name (and spelling) for the class count
@@ -329,7 +336,7 @@ def session_config():
 # The modes
 # ==============================================================================================
 
-MODES = ("train", "visualize", "validate", "predict")
+MODES = ("train", "visualize", "validate", "predict", "export")
 INTERPOLATIONS = ("nearest", "bilinear")
 SETTINGS_NAME = "settings.json"
 
@@ -712,6 +719,9 @@ def run(settings):
     ensure_writable_dir(settings["logs_dir"], "logs_dir")
     if settings["mode"] == "train":
         return run_train(settings)
+    if settings["mode"] == "export":
+        import export_model
+        return export_model.run_export(settings, sys.modules[__name__])
     return {"visualize": run_visualize, "validate": run_validate,
             "predict": run_predict}[settings["mode"]](settings)
 
