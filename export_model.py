@@ -80,11 +80,19 @@ def parse_image_size(text):
     return int(match.group(1)), int(match.group(2))
 
 
+def installed(module):
+    """Whether module can be imported (without importing it: tf2onnx takes seconds)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing; sys.modules[module] = None
+        return False
+
+
 def missing_converter(formats):
     """None, or the FCNError line for the first format whose converter is not installed."""
     for name in formats:
         for module, package in CONVERTER_PACKAGES.get(name, ()):
-            if importlib.util.find_spec(module) is None:
+            if not installed(module):
                 return FCNError("--export_format=%s needs the Python package %s, which is not "
                                 "installed: pip install %s" % (name, package, package))
     return None
@@ -324,7 +332,7 @@ def run_export(settings, fcn):
     refuse_existing_version(version_dir)
     remove_stale_staging(export_dir)
     staging = temporary_name(version_dir)
-    manifest = {"checkpoint": checkpoint, "step": step, "classes": classes.class_names,
+    manifest = {"checkpoint": checkpoint, "step": step, "num_classes": classes.num_classes,
                 "input": {INPUT: ["uint8", [None, None, None, 3] if image_size is None
                                   else [1, image_size[0], image_size[1], 3]]},
                 "outputs": {OUTPUTS[0]: "int32 [N, H, W]", OUTPUTS[1]: "float32 [N, H, W]"},
