@@ -206,7 +206,10 @@ def build_export_graph(fcn, settings, classes, image_size=None):
     enabled = tf.resource_variables_enabled()
     tf.enable_resource_variables()  # a TF2 load of reference variables tracks none of them
     try:
-        network_graph, model = fcn.build_model(settings, False, classes, vgg_from_checkpoint=True)
+        # float32 whatever --precision: a bf16 run's checkpoints hold float32 variables, and
+        # TFLite and ONNX runtimes compute float32.
+        network_graph, model = fcn.build_model(dict(settings, precision="fp32"), False, classes,
+                                               vgg_from_checkpoint=True)
     finally:
         if not enabled:
             tf.disable_resource_variables()
