@@ -49,7 +49,7 @@ from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # no
 FLAGS = tf.flags.FLAGS
 
 # ---- what to run ----
-tf.flags.DEFINE_string("mode", "train", "train, visualize, validate or predict")
+tf.flags.DEFINE_string("mode", "train", "train, visualize, validate, predict or export")
 tf.flags.DEFINE_bool("debug", False, "add activation, gradient and variable histograms (train)")
 tf.flags.DEFINE_bool("verbose", False, "show TensorFlow's own start-up messages, logs and "
                      "deprecation warnings (hidden by default)")
@@ -103,6 +103,13 @@ tf.flags.DEFINE_integer("tile_overlap", 256, "predict: pixels that neighbouring 
                         "keeps the labels of its half, away from its borders")
 tf.flags.DEFINE_integer("max_size", 0, "predict: downscale an image whose longer side exceeds "
                         "this first, and its labels back up (0: off)")
+# ---- export (export_model.py) ----
+tf.flags.DEFINE_string("export_dir", "", "export: where the numbered versions go "
+                       "(default <logs_dir>/export)")
+tf.flags.DEFINE_string("export_format", "saved_model", "export: a comma-separated list of "
+                       "saved_model, tflite, tflite_fp16, tflite_int8, onnx")
+tf.flags.DEFINE_string("export_image_size", "", "export: HxW baked into the model's input "
+                       "(default: any size)")
 
 MODEL_URL = "http://www.vlfeat.org/matconvnet/models/beta16/" + utils.VGG19_FILE_NAME
 NUM_OF_CLASSESS = ADE20K.num_classes  # the reference's name (and spelling) for the class count
@@ -359,7 +366,7 @@ def session_config():
 # The modes
 # ==============================================================================================
 
-MODES = ("train", "visualize", "validate", "predict")
+MODES = ("train", "visualize", "validate", "predict", "export")
 MAX_SEED = 2 ** 32 - 1  # numpy.random.seed's largest
 # The memory of a training step grows with its pixel count (README, Flags, gives the measured
 # figures): one 4096x4096 image already needs about 90 GiB, a size no machine in use trains at.
@@ -1073,6 +1080,9 @@ def run(settings):
     ensure_writable_dir(settings["logs_dir"], "logs_dir")
     if settings["mode"] == "train":
         return run_train(settings)
+    if settings["mode"] == "export":
+        import export_model
+        return export_model.run_export(settings, sys.modules[__name__])
     return {"visualize": run_visualize, "validate": run_validate,
             "predict": run_predict}[settings["mode"]](settings)
 
