@@ -115,10 +115,12 @@ def average_image(layout):
     return MEAN_PIXEL.reshape(1, 1, 3).astype(np.float32)
 
 
-def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None, fc_weights=None):
+def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None, fc_weights=None,
+                    compress=None):
     """Writes the synthetic .mat to path; returns the TF-layout kernels it holds.
     fc_weights: fc6 and fc7 (TF layout) instead of the small stand-ins, when layers are not
-    given; the file is then compressed (they are mostly zeros)."""
+    given. compress: whether the file is compressed; None: when fc_weights are given (they are
+    mostly zeros)."""
     kernels = vgg19_kernels(seed) if kernels is None else kernels
     layers = layer_structs(kernels, fc_weights) if layers is None else layers
     layer_cell = _cell(*layers)
@@ -135,5 +137,6 @@ def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None, fc
                             "normalization": normalization}}
     else:
         raise ValueError("layout is 'beta16' or 'meta', not %r" % layout)
-    scipy.io.savemat(path, content, do_compression=fc_weights is not None)
+    compress = fc_weights is not None if compress is None else compress
+    scipy.io.savemat(path, content, do_compression=compress)
     return kernels
