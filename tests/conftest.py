@@ -47,11 +47,8 @@ def paper_model_dir(tmp_path_factory):
     """A --model_dir for --variant=paper: the same synthetic VGG-19 (beta16 layout), with fc6 and
     fc7 of their real shapes (sparse, the file compressed). Its own file, so that the reference's
     fixtures do not load 475 MB of fc weights they never use."""
-    from tests.make_vgg_mat import vgg19_fc_weights, write_vgg19_mat
-    folder = tmp_path_factory.mktemp("Model_zoo_paper")
-    write_vgg19_mat(str(folder / "imagenet-vgg-verydeep-19.mat"), layout="beta16", seed=0,
-                    fc_weights=vgg19_fc_weights(seed=0))
-    return str(folder)
+    from tests.make_demo import write_paper_model_dir
+    return write_paper_model_dir(str(tmp_path_factory.mktemp("paper")), seed=0)
 
 
 # ---- the dataset side: a small ADEChallengeData2016 ---------------------------------------------
