@@ -91,6 +91,9 @@ tf.flags.DEFINE_integer("validation_images", 200,
 tf.flags.DEFINE_integer("seed", 0, "seed for Python, NumPy, TensorFlow and the batch order")
 tf.flags.DEFINE_string("precision", "fp32", "fp32, or bf16: layers computed in bfloat16, variables, "
                        "optimizer and loss in float32 (checkpoints interchangeable)")
+tf.flags.DEFINE_string("variant", "reference",
+                       "reference (the faithful port, its checkpoints) or paper (FCN-8s as the "
+                       "paper defines it); the checkpoints of one do not fit the other")
 # ---- predict ----
 tf.flags.DEFINE_string("image", "", "predict: an image file or a folder of images")
 tf.flags.DEFINE_bool("resize", False, "predict at --image_size and resize the labels back, "
@@ -122,6 +125,14 @@ VGG19_MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
 # Deliberate (the reference): the head starts from conv5_3 before its ReLU and skips conv5_4,
 # which is built but feeds nothing; the paper pools VGG's last ReLU.
 HEAD_INPUT = "conv5_3"
+# --variant: the faithful port (its 44 variables under inference/), or FCN-8s as the paper and its
+# Caffe code define it (its variables under paper/, named after the paper's layers).
+REFERENCE, PAPER = "reference", "paper"
+VARIANTS = (REFERENCE, PAPER)
+VARIANT_SCOPES = {REFERENCE: "inference", PAPER: "paper"}
+# The bias of each variant's coarse class scores: one entry per class.
+CLASS_COUNT_VARIABLES = {REFERENCE: checkpoints.CLASS_COUNT_VARIABLE, PAPER: "paper/score_fr_b"}
+PAPER_KEEP_PROBABILITY = 0.5  # the paper's dropout on fc6 and fc7 while training
 
 
 def _flag(name):
@@ -133,13 +144,15 @@ def _flag(name):
 # The network
 # ==============================================================================================
 
-def vgg_net(weights, image, debug=None):
+def vgg_net(weights, image, debug=None, pool=None):
     """The VGG-19 trunk. weights maps 'conv1_1'... to (kernel [h,w,in,out], bias); returns every
     layer's tensor (conv, relu, pool) by name.
 
     weights=None builds the same variables without VGG's values (zeros), for a graph whose values
     all come from a checkpoint: then the 0.5 GB .mat need not be read or embedded in the graph.
+    pool: the 2x2 pooling between blocks, the reference's average pooling when None.
     """
+    pool = utils.avg_pool_2x2 if pool is None else pool
     debug = _flag("debug") if debug is None else debug
     net = {}
     current = image
@@ -158,15 +171,30 @@ def vgg_net(weights, image, debug=None):
                 utils.add_activation_summary(current)
         if block < len(utils.VGG19_BLOCKS):  # the head pools HEAD_INPUT itself
             # Deliberate (the reference): average pooling inside VGG; VGG and the paper use max.
-            net["pool%d" % block] = current = utils.avg_pool_2x2(current)
+            net["pool%d" % block] = current = pool(current)
     return net
 
 
-def load_vgg(model_dir=None):
-    """(weights, mean_pixel) of VGG-19 from model_dir (downloaded there when absent)."""
+def load_vgg(model_dir=None, variant=REFERENCE):
+    """(weights, mean_pixel) of VGG-19 from model_dir (downloaded there when absent); for the
+    paper variant the weights hold fc6 and fc7 too."""
     model_dir = _flag("model_dir") if model_dir is None else model_dir
     mat = utils.get_model_data(model_dir, MODEL_URL)
-    return utils.load_vgg19(mat, os.path.join(model_dir, utils.VGG19_FILE_NAME))
+    path = os.path.join(model_dir, utils.VGG19_FILE_NAME)
+    weights, mean_pixel = utils.load_vgg19(mat, path)
+    if variant == PAPER:
+        weights.update(utils.load_vgg19_fc(mat, path))
+    return weights, mean_pixel
+
+
+def pretrained_variable_names(variant):
+    """The names of the variables a variant initialises from the .mat (VGG's convolutions, and
+    for the paper fc6 and fc7): a checkpoint holding them all makes the .mat unnecessary."""
+    scope = VARIANT_SCOPES[variant]
+    layers = [name for name, _ in utils.VGG19_CONV_SHAPES]
+    if variant == PAPER:
+        layers += [name for name, _ in utils.VGG19_FC_SHAPES]
+    return ["%s/%s_%s" % (scope, name, part) for name in layers for part in "wb"]
 
 
 def mean_pixel_for_restore(model_dir):
@@ -190,20 +218,85 @@ def _fc_as_conv(x, shape, index, keep_prob, debug):
     return tf.nn.dropout(relu, rate=tf.cast(1.0 - keep_prob, relu.dtype))
 
 
+def _pretrained_or_zeros(weights, name, shape):
+    """(kernel, bias) variables name_w, name_b: from weights[name] (numpy), or zeros when
+    weights is None (a checkpoint will supply them)."""
+    if weights is None:
+        return (utils.zeros_variable(list(shape), name=name + "_w"),
+                utils.zeros_variable([shape[3]], name=name + "_b"))
+    if name not in weights:
+        raise ValueError("the paper variant needs VGG-19's %s in the weights: load them with "
+                         "load_vgg(variant='paper')" % name)
+    kernel, bias = weights[name]
+    return utils.large_variable(kernel, name + "_w"), utils.get_variable(bias, name + "_b")
+
+
+def _score(x, name, channels_in, num_classes):
+    """A 1x1 convolution to class scores, zero-initialised as in the paper: name_w, name_b."""
+    W = utils.zeros_variable([1, 1, channels_in, num_classes], name=name + "_w")
+    b = utils.bias_variable([num_classes], name=name + "_b")
+    return tf.identity(utils.conv2d_basic(x, W, b), name=name)
+
+
+def _learned_upsample_x2(x, like, name, num_classes):
+    """x scores upsampled x2 to the shape of the scores `like` by a 4x4 stride-2 transposed
+    convolution without bias, initialised to bilinear interpolation and learned: name_w."""
+    W = utils.get_variable(utils.bilinear_kernel(2, num_classes), name=name + "_w")
+    return tf.identity(utils.conv2d_transpose_strided(x, W, None, output_shape=tf.shape(like)),
+                       name=name)
+
+
+def paper_fcn8s(processed_image, keep_prob, weights, num_classes, debug):
+    """FCN-8s as the paper (Long, Shelhamer and Darrell) and its Caffe code define it, on VGG-19,
+    its variables under paper/ named after the paper's layers. processed_image: the input less
+    the mean pixel, in the compute dtype. weights: VGG-19's convolutions and fc6, fc7 (numpy),
+    or None when a checkpoint supplies them. Returns the float32 logits at the input size."""
+    with tf.variable_scope(VARIANT_SCOPES[PAPER]):
+        net = vgg_net(weights, processed_image, debug=debug, pool=utils.max_pool_2x2)
+        # SAME padding on inputs of multiples of 32 (as the reference), not the paper's 100-pixel
+        # padding and crops: every map is then exactly 1/2^k of the input, so the skips align
+        # without offsets, predict's padding to 32 keeps working, and the pretrained fc6 sees at
+        # its centre what VGG's classifier saw.
+        pool5 = utils.max_pool_2x2(net["relu5_4"])
+        fc = pool5
+        for name, shape in utils.VGG19_FC_SHAPES:
+            W, b = _pretrained_or_zeros(weights, name, shape)
+            fc = tf.nn.relu(utils.conv2d_as_matmul(fc, W, b), name="relu" + name[2:])
+            if debug:
+                utils.add_activation_summary(fc)
+            fc = tf.nn.dropout(fc, rate=tf.cast(1.0 - keep_prob, fc.dtype), name="drop" + name[2:])
+        score_fr = _score(fc, "score_fr", 4096, num_classes)
+        score_pool4 = _score(net["pool4"], "score_pool4", 512, num_classes)
+        upscore2 = _learned_upsample_x2(score_fr, score_pool4, "upscore2", num_classes)
+        fuse_pool4 = tf.add(upscore2, score_pool4, name="fuse_pool4")
+        score_pool3 = _score(net["pool3"], "score_pool3", 256, num_classes)
+        upscore_pool4 = _learned_upsample_x2(fuse_pool4, score_pool3, "upscore_pool4",
+                                             num_classes)
+        fuse_pool3 = tf.add(upscore_pool4, score_pool3, name="fuse_pool3")
+        # x8 to the input size, fixed bilinear (a constant kernel): nothing to learn.
+        upscore8 = tf.identity(utils.bilinear_upsample(fuse_pool3, 8), name="upscore8")
+        return tf.cast(upscore8, tf.float32)
+
+
 def inference(image, keep_prob, vgg=None, debug=None, precision=None,
-              num_classes=NUM_OF_CLASSESS):
+              num_classes=NUM_OF_CLASSESS, variant=None):
     """FCN-8s. image: float [N,H,W,3], RGB 0..255, H and W multiples of 32 (N, H, W may be None).
 
     vgg: (weights, mean_pixel) from load_vgg(); loaded from --model_dir when None.
     precision: 'fp32', or 'bf16' to compute the layers in bfloat16 while the variables stay
     float32 (the same checkpoints); the logits are float32 either way.
     num_classes: ADE20K's 151 by default; only W8, b8, W_t1, W_t3 and b_t3 depend on it.
+    variant: 'reference' (the faithful port) or 'paper' (paper_fcn8s; weights must then hold fc6
+    and fc7, as load_vgg(variant='paper') gives them).
     Returns (annotation_pred [N,H,W,1] int64, logits [N,H,W,num_classes]).
     """
     debug = _flag("debug") if debug is None else debug
     precision = _flag("precision") if precision is None else precision
+    variant = _flag("variant") if variant is None else variant
+    if variant not in VARIANTS:
+        raise ValueError("variant is one of %s, not %r" % (VARIANTS, variant))
     print("setting up vgg initialized conv layers ...")
-    weights, mean_pixel = load_vgg() if vgg is None else vgg
+    weights, mean_pixel = load_vgg(variant=variant) if vgg is None else vgg
     # The skips add maps of 1/16 and 1/8 of the input size, and conv_t3 gives 8x its input:
     # any other size would fail later with a shape error that does not say why.
     size_check = tf.debugging.assert_equal(
@@ -212,6 +305,10 @@ def inference(image, keep_prob, vgg=None, debug=None, precision=None,
     with tf.control_dependencies([size_check]):
         processed_image = utils.process_image(image, mean_pixel.astype(np.float32))
     processed_image = tf.cast(processed_image, COMPUTE_DTYPES[precision])
+    if variant == PAPER:
+        logits = paper_fcn8s(processed_image, keep_prob, weights, num_classes, debug)
+        pred = tf.argmax(logits, axis=3, name=VARIANT_SCOPES[PAPER] + "/prediction")
+        return tf.expand_dims(pred, axis=3), logits
 
     with tf.variable_scope("inference"):
         image_net = vgg_net(weights, processed_image, debug=debug)
@@ -309,15 +406,19 @@ class Model:
     global step, the Adam update and the summaries)."""
 
     def __init__(self, vgg, training, debug=False, learning_rate=1e-4, precision="fp32",
-                 classes=None):
+                 classes=None, variant=REFERENCE):
         """classes: the datasets.ClassInfo (class count, ignore label, colours); ADE20K's when
-        None."""
+        None. variant: 'reference' or 'paper' (see inference)."""
         classes = classes or datasets.class_info(ADE20K, ["class %d" % k for k in
                                                           range(ADE20K.num_classes)])
         self.image, self.annotation, self.keep_probability = input_placeholders()
+        # What training feeds keep_probability: each network's own dropout.
+        self.training_keep_probability = (PAPER_KEEP_PROBABILITY if variant == PAPER
+                                          else KEEP_PROBABILITY)
         self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
                                                       vgg=vgg, debug=debug, precision=precision,
-                                                      num_classes=classes.num_classes)
+                                                      num_classes=classes.num_classes,
+                                                      variant=variant)
         self.network_variables = tf.trainable_variables()
         self.loss = pixel_loss(self.logits, self.annotation, classes.loss_ignore_label)
         # Each image's mean cross-entropy (validate weighs every image once, whatever its batch).
@@ -351,10 +452,10 @@ def build_model(settings, training, classes, vgg_from_checkpoint):
         if vgg_from_checkpoint:
             vgg = (None, mean_pixel_for_restore(settings["model_dir"]))
         else:
-            vgg = load_vgg(settings["model_dir"])
+            vgg = load_vgg(settings["model_dir"], settings["variant"])
         model = Model(vgg, training, debug=settings["debug"] and training,
                       learning_rate=settings["learning_rate"], precision=settings["precision"],
-                      classes=classes)
+                      classes=classes, variant=settings["variant"])
     return graph, model
 
 
@@ -396,7 +497,8 @@ def check_settings(settings):
     if not 0 <= settings["seed"] <= MAX_SEED:
         raise FCNError("--seed=%d: it must be between 0 and %d (NumPy's seed range)"
                        % (settings["seed"], MAX_SEED))
-    for name, choices in (("precision", tuple(COMPUTE_DTYPES)), ("interpolation", INTERPOLATIONS)):
+    for name, choices in (("precision", tuple(COMPUTE_DTYPES)), ("interpolation", INTERPOLATIONS),
+                          ("variant", VARIANTS)):
         if settings[name] not in choices:
             raise FCNError("--%s=%s: use %s" % (name, settings[name], " or ".join(choices)))
     if not (settings["learning_rate"] > 0 and math.isfinite(settings["learning_rate"])):
@@ -451,9 +553,35 @@ def dataset_classes(settings):
     return datasets.class_info(dataset, names, settings["ignore_label"])
 
 
+def checkpoint_variant(checkpoint):
+    """The network a checkpoint is of: 'paper' when it holds variables under paper/, else
+    'reference' (the original implementation's checkpoints, which record no variant, too)."""
+    prefix = VARIANT_SCOPES[PAPER] + "/"
+    names = [name for name, _ in tf.train.list_variables(checkpoint)]
+    return PAPER if any(name.startswith(prefix) for name in names) else REFERENCE
+
+
+def check_variant(checkpoint, settings, what="checkpoint"):
+    """FCNError when the checkpoint is of the other network than --variant; what names it in
+    the message ('checkpoint' or '--init_from')."""
+    found = checkpoint_variant(checkpoint)
+    if found == settings["variant"]:
+        return
+    if what == "--init_from":
+        advice = ("--init_from works within one network: pass --variant=%s, or a checkpoint "
+                  "of the %s network" % (found, settings["variant"]))
+    else:
+        advice = ("pass --variant=%s (the network it was trained with), or point --logs_dir at "
+                  "a checkpoint of the %s network" % (found, settings["variant"]))
+    raise FCNError("%s %s is of the %s network, not of --variant=%s; %s"
+                   % (what, checkpoint, found, settings["variant"], advice))
+
+
 def check_class_count(checkpoint, classes, settings):
-    """FCNError with both counts when the checkpoint's model has another number of classes."""
-    count = checkpoints.class_count(checkpoint)
+    """FCNError when the checkpoint is of the other --variant (check_variant), or with both
+    counts when its model has another number of classes."""
+    check_variant(checkpoint, settings)
+    count = checkpoints.class_count(checkpoint, CLASS_COUNT_VARIABLES[settings["variant"]])
     if count is None or count == classes.num_classes:
         return
     if settings["mode"] == "train":
@@ -545,14 +673,15 @@ def run_train(settings):
                       % (logs_dir, checkpoint))
         elif settings["init_from"]:
             init_from = checkpoints.resolve_init_from(settings["init_from"])
+            check_variant(init_from, settings, "--init_from")
         # What this run is, beside the checkpoints it produces, once its checks have passed.
         record_settings(logs_dir, dict(settings, tensorflow=tf.__version__,
                                        started=time.strftime("%Y-%m-%d %H:%M:%S")))
         classes_path = os.path.join(logs_dir, datasets.CLASSES_NAME)
         with writing(classes_path):
-            write_json_atomically(classes_path, datasets.info_to_json(classes))
-        vgg_names = ["inference/%s_%s" % (name, part) for name, _ in utils.VGG19_CONV_SHAPES
-                     for part in "wb"]
+            write_json_atomically(classes_path, dict(datasets.info_to_json(classes),
+                                                     variant=settings["variant"]))
+        vgg_names = pretrained_variable_names(settings["variant"])
         vgg_from_checkpoint = checkpoint is not None or (
             init_from is not None and checkpoints.holds_variables(init_from, vgg_names))
         graph, model = build_model(settings, True, classes, vgg_from_checkpoint)
@@ -615,7 +744,7 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
     while step < max_iterations:
         images, annotations = train_reader.next_batch(batch_size)
         feed = {model.image: images, model.annotation: annotations,
-                model.keep_probability: KEEP_PROBABILITY}
+                model.keep_probability: model.training_keep_probability}
         log_now = (step + 1) % settings["log_every"] == 0
         fetches = [model.train_op, model.loss] + ([model.train_summary] if log_now else [])
         results = sess.run(fetches, feed_dict=feed)

@@ -34,6 +34,9 @@ VGG19_BLOCKS = (
 # (name, TensorFlow kernel shape [height, width, in, out]) of the 16, in order.
 VGG19_CONV_SHAPES = tuple((name, (3, 3, cin, cout))
                           for block in VGG19_BLOCKS for name, cin, cout in block)
+# VGG-19's fully connected layers, which MatConvNet stores as convolutions over pool5 (7x7x512)
+# and over fc6's 4096 outputs: (name, TensorFlow kernel shape). Only --variant=paper reads them.
+VGG19_FC_SHAPES = (("fc6", (7, 7, 512, 4096)), ("fc7", (1, 1, 4096, 4096)))
 VGG19_FILE_NAME = "imagenet-vgg-verydeep-19.mat"
 USE_VGG19 = "use " + VGG19_FILE_NAME  # what the errors about a wrong .mat advise
 # Where VGG-19 comes from, {url: published MD5}, in the order tried: the reference's beta16 file,
@@ -153,6 +156,29 @@ def _normalization(mat):
     return None
 
 
+def _kernel_and_bias(layers, name, tf_shape, path):
+    """Layer name's (kernel [h,w,in,out], bias [out]) in float32, its shape checked against
+    tf_shape; one line printed. FCNError naming what is wrong for a file that is not VGG-19."""
+    layer = layers.get(name)
+    if layer is None:
+        raise FCNError("%s is not VGG-19: it has no layer %s (is it VGG-16 or another model?); "
+                       "%s" % (path, name, USE_VGG19))
+    params = getattr(layer, "weights", None)
+    params = [] if params is None else np.asarray(params, dtype=object).reshape(-1)
+    if len(params) != 2:
+        raise FCNError("%s is not VGG-19: layer %s has %d weight arrays, expected a kernel and "
+                       "a bias; %s" % (path, name, len(params), USE_VGG19))
+    kernel, bias = np.asarray(params[0]), np.asarray(params[1])
+    # MatConvNet's [width, height, in, out] of a square kernel has the same shape as TF's.
+    if kernel.shape != tf_shape or bias.size != tf_shape[3]:
+        raise FCNError("%s is not VGG-19: layer %s has kernel %s and bias %s, expected %s and "
+                       "(%d,); %s" % (path, name, kernel.shape, bias.shape, tf_shape,
+                                      tf_shape[3], USE_VGG19))
+    print("Loaded %-8s kernel %-18s bias %s" % (name, tf_shape, (tf_shape[3],)))
+    return (matconvnet_kernel_to_tf(kernel).astype(np.float32),
+            bias.reshape(-1).astype(np.float32))
+
+
 def load_vgg19(mat, path="the .mat"):
     """Reads VGG-19's 16 convolutions and the mean pixel out of a loaded MatConvNet .mat.
 
@@ -161,32 +187,23 @@ def load_vgg19(mat, path="the .mat"):
     checked; a file that is not VGG-19 raises FCNError naming what is wrong.
     """
     layers = _layers_by_name(mat, path)
-    weights = {}
-    for name, tf_shape in VGG19_CONV_SHAPES:
-        layer = layers.get(name)
-        if layer is None:
-            raise FCNError("%s is not VGG-19: it has no layer %s (is it VGG-16 or another model?); "
-                           "%s" % (path, name, USE_VGG19))
-        params = getattr(layer, "weights", None)
-        params = [] if params is None else np.asarray(params, dtype=object).reshape(-1)
-        if len(params) != 2:
-            raise FCNError("%s is not VGG-19: layer %s has %d weight arrays, expected a kernel and "
-                           "a bias; %s" % (path, name, len(params), USE_VGG19))
-        kernel, bias = np.asarray(params[0]), np.asarray(params[1])
-        # MatConvNet's [width, height, in, out] of a square kernel has the same shape as TF's.
-        if kernel.shape != tf_shape or bias.size != tf_shape[3]:
-            raise FCNError("%s is not VGG-19: layer %s has kernel %s and bias %s, expected %s and "
-                           "(%d,); %s" % (path, name, kernel.shape, bias.shape, tf_shape,
-                                          tf_shape[3], USE_VGG19))
-        weights[name] = (matconvnet_kernel_to_tf(kernel).astype(np.float32),
-                         bias.reshape(-1).astype(np.float32))
-        print("Loaded %-8s kernel %-18s bias %s" % (name, tf_shape, (tf_shape[3],)))
+    weights = {name: _kernel_and_bias(layers, name, tf_shape, path)
+               for name, tf_shape in VGG19_CONV_SHAPES}
     mean_pixel = mean_pixel_of(mat, path)
     if mean_pixel is None:
         raise FCNError("%s has no normalization.averageImage, so the mean pixel is unknown; %s"
                        % (path, USE_VGG19))
     print("Mean pixel (RGB): %s" % np.array2string(mean_pixel, precision=3))
     return weights, mean_pixel
+
+
+def load_vgg19_fc(mat, path="the .mat"):
+    """VGG-19's fc6 and fc7 from a loaded MatConvNet .mat, as load_vgg19 reads the convolutions:
+    {'fc6': (kernel [7,7,512,4096], bias), 'fc7': (kernel [1,1,4096,4096], bias)}, transposed
+    from MatConvNet's [width, height, in, out] and shape-checked, one line printed each."""
+    layers = _layers_by_name(mat, path)
+    return {name: _kernel_and_bias(layers, name, tf_shape, path)
+            for name, tf_shape in VGG19_FC_SHAPES}
 
 
 def mean_pixel_of(mat, path="the .mat"):
@@ -221,6 +238,16 @@ def weight_variable(shape, stddev=0.02, name=None):
     """A new weight, truncated normal with stddev 0.02 as in the reference."""
     return tf.get_variable(name, shape=shape, dtype=tf.float32,
                            initializer=tf.truncated_normal_initializer(stddev=stddev))
+
+
+def large_variable(array, name):
+    """A variable initialised from a numpy array without copying it into the graph: its initial
+    value comes from a Python function, run by the initializer. fc6's 411 MB as a constant would
+    be copied into the GraphDef and written with it into TensorBoard's events file every run."""
+    initial = tf.numpy_function(lambda: array, [], tf.float32, stateful=False,
+                                name=name + "_initial")
+    initial.set_shape(array.shape)
+    return tf.get_variable(name, initializer=initial)
 
 
 def zeros_variable(shape, name=None):
@@ -308,11 +335,43 @@ def _tap_window(offset, size):
 
 
 def conv2d_transpose_strided(x, W, b, output_shape, stride=2):
-    """Learned upsampling: W is [k, k, out_channels, in_channels], as tf.nn.conv2d_transpose wants."""
-    W, b = _as_compute_dtype(x, W, b)
+    """Learned upsampling: W is [k, k, out_channels, in_channels], as tf.nn.conv2d_transpose wants.
+    b None: no bias (the paper's upsampling layers have none)."""
+    if b is None:
+        W, = _as_compute_dtype(x, W)
+    else:
+        W, b = _as_compute_dtype(x, W, b)
     conv = tf.nn.conv2d_transpose(x, W, output_shape, strides=[1, stride, stride, 1],
                                   padding="SAME")
-    return bias_add(conv, b)
+    return conv if b is None else bias_add(conv, b)
+
+
+def bilinear_kernel(factor, channels):
+    """The [2f, 2f, channels, channels] kernel (f = factor) with which a stride-f transposed
+    convolution, SAME padding, interpolates each channel bilinearly (half-pixel centres: output
+    pixel y sits at (y + 0.5) / f - 0.5 in the input); zero between different channels. Each
+    axis weighs tap t by 1 - |t - (2f - 1) / 2| / f, the distance in input pixels."""
+    taps = 1.0 - np.abs(np.arange(2 * factor) - (2 * factor - 1) / 2.0) / factor
+    kernel = np.zeros((2 * factor, 2 * factor, channels, channels), np.float32)
+    kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(taps, taps)[:, :, None]
+    return kernel
+
+
+def bilinear_upsample(x, factor):
+    """x [N,H,W,C] -> [N, f*H, f*W, C] interpolated bilinearly with the fixed bilinear_kernel
+    (a constant: nothing to train). Each channel is upsampled on its own: the channels go into
+    the batch axis, so that the kernel is [2f, 2f, 1, 1], not C x C mostly zeros."""
+    channels = x.shape.as_list()[3]
+    shape = tf.shape(x)
+    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), tf.stack([n * c, h, w, 1]))
+    kernel = tf.constant(bilinear_kernel(factor, 1), dtype=x.dtype)
+    upsampled = tf.nn.conv2d_transpose(planes, kernel, tf.stack([n * c, factor * h, factor * w, 1]),
+                                       strides=[1, factor, factor, 1], padding="SAME")
+    upsampled = tf.transpose(tf.reshape(upsampled, tf.stack([n, c, factor * h, factor * w])),
+                             [0, 2, 3, 1])
+    upsampled.set_shape([None, None, None, channels])
+    return upsampled
 
 
 def upsample_by_phases(x, W, b, stride):

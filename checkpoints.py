@@ -294,7 +294,8 @@ def restore(sess, path, var_list, global_step=None):
     if wrong:
         raise FCNError("checkpoint %s does not fit this network (%s); point --logs_dir at a "
                        "checkpoint of this FCN-8s" % (path, wrong[0]))
-    missing_weights = [n for n in missing if n.startswith("inference/") and "/Adam" not in n]
+    missing_weights = [n for n in missing
+                       if n.startswith(("inference/", "paper/")) and "/Adam" not in n]
     if missing_weights:
         raise FCNError("checkpoint %s lacks %s; point --logs_dir at a checkpoint of this FCN-8s"
                        % (path, missing_weights[0]))
@@ -434,11 +435,12 @@ def remove_partial_saves(logs_dir):
 CLASS_COUNT_VARIABLE = "inference/b8"  # the coarse score layer's bias: one entry per class
 
 
-def class_count(path):
+def class_count(path, variable=CLASS_COUNT_VARIABLE):
     """The number of classes of the model in the checkpoint at path, or None when it has no
-    score layer of this network."""
+    score layer of this network; variable: the score layer's bias (the reference's b8 unless
+    another network's is named)."""
     shapes = dict(tf.train.list_variables(path))
-    shape = shapes.get(CLASS_COUNT_VARIABLE)
+    shape = shapes.get(variable)
     return None if shape is None else int(shape[0])
 
 

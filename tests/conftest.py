@@ -42,6 +42,15 @@ def model_dir(tmp_path_factory, vgg_mat_paths):
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def paper_model_dir(tmp_path_factory):
+    """A --model_dir for --variant=paper: the same synthetic VGG-19 (beta16 layout), with fc6 and
+    fc7 of their real shapes (sparse, the file compressed). Its own file, so that the reference's
+    fixtures do not load 475 MB of fc weights they never use."""
+    from tests.make_demo import write_paper_model_dir
+    return write_paper_model_dir(str(tmp_path_factory.mktemp("paper")), seed=0)
+
+
 # ---- the dataset side: a small ADEChallengeData2016 ---------------------------------------------
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,17 @@ if __package__ in (None, ""):  # run as a file: make `tests` importable
 
 from TensorflowUtils import VGG19_FILE_NAME  # noqa: E402
 from tests.make_dataset import make_folder_dataset, make_scene_dataset  # noqa: E402
-from tests.make_vgg_mat import write_vgg19_mat  # noqa: E402
+from tests.make_vgg_mat import vgg19_fc_weights, write_vgg19_mat  # noqa: E402
+
+
+def write_paper_model_dir(out, seed=0):
+    """<out>/Model_zoo_paper: the same synthetic VGG-19 with fc6 and fc7 of their real shapes,
+    which --variant=paper loads (81 MB compressed, about half a minute to write)."""
+    model_dir = os.path.join(out, "Model_zoo_paper")
+    os.makedirs(model_dir, exist_ok=True)
+    write_vgg19_mat(os.path.join(model_dir, VGG19_FILE_NAME), seed=seed,
+                    fc_weights=vgg19_fc_weights(seed))
+    return model_dir
 
 
 def write_demo(out, n_train=200, n_val=40, seed=0):
@@ -37,10 +47,14 @@ def main(argv=None):
     parser.add_argument("--out", default="demo", help="folder to write into (default: demo)")
     parser.add_argument("--train", type=int, default=200, help="training images (default 200)")
     parser.add_argument("--val", type=int, default=40, help="validation images (default 40)")
+    parser.add_argument("--paper", action="store_true",
+                        help="also write <out>/Model_zoo_paper, a .mat for --variant=paper")
     args = parser.parse_args(argv)
     data_dir, model_dir, folder_dir = write_demo(args.out, args.train, args.val)
     print("data_dir  %s (--dataset=ade20k)\nmine      %s (--dataset=folder)\nmodel_dir %s"
           % (data_dir, folder_dir, model_dir))
+    if args.paper:
+        print("model_dir %s (--variant=paper)" % write_paper_model_dir(args.out))
 
 
 if __name__ == "__main__":

@@ -3,16 +3,21 @@
 The real file (about 0.5 GB) cannot be downloaded here. This one has the same structure: 43 layers
 in VGG-19's order, each a MATLAB struct; the 16 convolutions have their real kernel shapes, stored
 as MatConvNet does ([width, height, in, out], bias [out, 1]), with He-scaled random weights from a
-fixed seed; fc6, fc7 and fc8 hold small stand-ins (the port never reads them). Two layouts:
+fixed seed. fc6, fc7 and fc8 hold small stand-ins, which the reference network never reads; with
+fc_weights (vgg19_fc_weights: the real shapes 7x7x512x4096 and 1x1x4096x4096, which
+--variant=paper loads, sparse) the file is written compressed. Real-shaped fc layers are 475 MB
+once loaded however they are stored, so the reference's fixtures keep the stand-ins (the README's
+tests section has the figures). Two layouts:
 - 'beta16': top-level layers, classes, normalization (averageImage a full 224x224x3 image);
 - 'meta':   top-level layers and meta, the normalization under meta (averageImage 1x1x3).
 """
 import numpy as np
 import scipy.io
 
-from TensorflowUtils import VGG19_BLOCKS
+from TensorflowUtils import VGG19_BLOCKS, VGG19_FC_SHAPES
 
 MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
+FC_DENSITY = 1.0 / 128  # the share of fc6's and fc7's weights that are not zero
 
 
 def _cell(*items):
@@ -47,9 +52,25 @@ def vgg19_kernels(seed=0, scale=1.0):
     return kernels
 
 
-def layer_structs(kernels):
+def vgg19_fc_weights(seed=0, density=FC_DENSITY):
+    """fc6 and fc7 as {name: (kernel [h,w,in,out], bias [out])}, float32, of their real shapes:
+    density of the weights (at random places, a few twice) He-scaled for that many inputs, the
+    others zero. TensorFlow's layout; write_vgg19_mat stores them as MatConvNet does."""
+    rng = np.random.RandomState(seed + 1000)  # not the convolutions' stream
+    weights = {}
+    for name, shape in VGG19_FC_SHAPES:
+        kernel = np.zeros(shape, np.float32)
+        count = int(kernel.size * density)
+        std = np.sqrt(2.0 / (np.prod(shape[:3]) * density))
+        kernel.reshape(-1)[rng.randint(0, kernel.size, count)] = rng.standard_normal(count) * std
+        weights[name] = (kernel, (rng.standard_normal(shape[3]) * 0.01).astype(np.float32))
+    return weights
+
+
+def layer_structs(kernels, fc_weights=None):
     """The 43 layer structs of VGG-19 in order (conv, relu, a pool after each block, fc6-fc8,
-    prob), from TF-layout kernels."""
+    prob), from TF-layout kernels; fc6 and fc7 from fc_weights (TF layout), or small stand-ins
+    when None."""
     layers = []
     for block_number, block in enumerate(VGG19_BLOCKS, 1):
         for name, _, _ in block:
@@ -63,7 +84,11 @@ def layer_structs(kernels):
                        "pad": np.array([[0, 0, 0, 0]], dtype=np.float64)})
     small = np.random.RandomState(1)
     for name, shape in (("fc6", (1, 1, 2, 2)), ("fc7", (1, 1, 2, 2)), ("fc8", (1, 1, 2, 2))):
-        layers.append(_conv_struct(name, small.standard_normal(shape), np.zeros(shape[3]), pad=0))
+        kernel, bias = small.standard_normal(shape), np.zeros(shape[3])
+        if fc_weights is not None and name in fc_weights:
+            kernel, bias = fc_weights[name]
+            kernel = np.transpose(kernel, (1, 0, 2, 3))  # MatConvNet's [width, height, in, out]
+        layers.append(_conv_struct(name, kernel, bias, pad=0))
         if name != "fc8":
             layers.append({"name": "relu" + name[2:], "type": "relu"})
     layers.append({"name": "prob", "type": "softmax"})
@@ -90,10 +115,14 @@ def average_image(layout):
     return MEAN_PIXEL.reshape(1, 1, 3).astype(np.float32)
 
 
-def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None):
-    """Writes the synthetic .mat to path; returns the TF-layout kernels it holds."""
+def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None, fc_weights=None,
+                    compress=None):
+    """Writes the synthetic .mat to path; returns the TF-layout kernels it holds.
+    fc_weights: fc6 and fc7 (TF layout) instead of the small stand-ins, when layers are not
+    given. compress: whether the file is compressed; None: when fc_weights are given (they are
+    mostly zeros)."""
     kernels = vgg19_kernels(seed) if kernels is None else kernels
-    layers = layer_structs(kernels) if layers is None else layers
+    layers = layer_structs(kernels, fc_weights) if layers is None else layers
     layer_cell = _cell(*layers)
     normalization = {"averageImage": average_image(layout), "keepAspect": 1.0,
                      "border": np.array([[32, 32]], dtype=np.float64),
@@ -108,5 +137,6 @@ def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None):
                             "normalization": normalization}}
     else:
         raise ValueError("layout is 'beta16' or 'meta', not %r" % layout)
-    scipy.io.savemat(path, content, do_compression=False)
+    compress = fc_weights is not None if compress is None else compress
+    scipy.io.savemat(path, content, do_compression=compress)
     return kernels
