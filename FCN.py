@@ -13,7 +13,6 @@ One rule for their optional arguments: an argument left None takes its command-l
 (the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
 import contextlib
-import hashlib
 import os
 import random
 import sys
@@ -363,6 +362,10 @@ class Model:
         self.loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, outputs[2], axis=None)
         self.stop_votes = strategy.reduce(tf.distribute.ReduceOp.SUM, outputs[3], axis=None)
         self.network_variables = tf.trainable_variables()
+        # The weights' bits summed, computed where they are (fetching 600 MB through a worker's
+        # session would cost its memory twice over): identical weights give the same sum.
+        self.weights_checksum = tf.add_n([tf.reduce_sum(tf.cast(tf.bitcast(
+            tf.convert_to_tensor(v), tf.int32), tf.int64)) for v in self.network_variables])
         if training:
             self.train_op = strategy.group(outputs[5])
             if debug:
@@ -670,16 +673,7 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
     else:
         print("Reached --max_iterations=%d; last checkpoint %s" % (max_iterations, last_checkpoint))
     if cluster is not None:
-        print("Weights checksum: %s" % weights_checksum(sess.run(model.network_variables)))
-
-
-def weights_checksum(arrays):
-    """A short hex digest of the values of arrays: every worker's copy of the weights gives the
-    same one when they are identical."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
+        print("Weights checksum: %016x" % (int(sess.run(model.weights_checksum)) % (1 << 64)))
 
 
 def _restored_session(settings, classes):

@@ -182,8 +182,11 @@ class Cluster:
                 devices or None, cross_device_ops=_mirrored_all_reduce(tf, settings["all_reduce"]))
         else:
             self.task = parse_tf_config(os.environ.get("TF_CONFIG", ""))
-            self.strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy(
-                communication=_collective_communication(tf, settings["all_reduce"]))
+            # Made in graph mode: made eagerly, it would start a server of its own on this
+            # task's port, and the session's server could not take it.
+            with tf.Graph().as_default():
+                self.strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy(
+                    communication=_collective_communication(tf, settings["all_reduce"]))
             self.config = self.strategy.update_config_proto(self.config)
         self.replicas = self.strategy.num_replicas_in_sync
         self.local_replicas = len(self.strategy.extended.worker_devices)
@@ -195,9 +198,15 @@ class Cluster:
     def start(self, tf):
         """Starts this worker's server (multi_worker); the session target to open."""
         if self.task is not None and self.server is None:
-            self.server = tf.distribute.Server(
-                tf.train.ClusterSpec(self.task.cluster), job_name=self.task.task_type,
-                task_index=self.task.task_index, config=self.config, start=True)
+            address = self.task.cluster[self.task.task_type][self.task.task_index]
+            try:
+                self.server = tf.distribute.Server(
+                    tf.train.ClusterSpec(self.task.cluster), job_name=self.task.task_type,
+                    task_index=self.task.task_index, config=self.config, start=True)
+            except tf.errors.OpError as e:
+                raise FCNError("cannot start this worker's server on port %s of TF_CONFIG's "
+                               "%s (%s); is another program using the port?"
+                               % (address.rsplit(":", 1)[1], address, e.message))
             self.target = self.server.target
         return self.target
 
