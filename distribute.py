@@ -143,9 +143,11 @@ def lost_worker_message(timeout, detail, last_checkpoint, starting=False):
     """The one line when the other workers did not answer within --worker_timeout seconds."""
     what = ("the other workers did not all start" if starting
             else "a worker stopped answering (it died, hangs or lost the network)")
-    return ("%s: no answer within --worker_timeout=%d s (%s); stopped without saving, the last "
-            "checkpoint is %s; start every worker again to resume from it"
-            % (what, timeout, detail, last_checkpoint))
+    kept = ("the last checkpoint is %s; start every worker again to resume from it"
+            % last_checkpoint if last_checkpoint else "no checkpoint was saved yet; start every "
+            "worker again")
+    return ("%s: no answer within --worker_timeout=%d s (%s); stopped without saving, %s"
+            % (what, timeout, detail, kept))
 
 
 def check_settings(settings):
