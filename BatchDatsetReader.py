@@ -67,7 +67,7 @@ DEFAULT_OPTIONS = {"resize": False, "resize_size": None, "interpolation": "neare
                    "num_classes": NUM_CLASSES, "extra_label": None,
                    "dataset": ADE20K.name, "shuffle": True, "seed": DEFAULT_SEED,
                    "drop_remainder": True, "workers": DEFAULT_WORKERS,
-                   "prefetch": DEFAULT_PREFETCH}
+                   "prefetch": DEFAULT_PREFETCH, "shard": (0, 1)}
 # Modes imageio gives as arrays that to_rgb handles; Pillow converts any other mode to RGB.
 _ARRAY_MODES = ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L")
 # What a broken or truncated file raises in imageio and Pillow.
@@ -289,6 +289,13 @@ def epoch_order(n, seed, epoch, shuffle=True):
     return np.random.default_rng([seed, epoch, 0]).permutation(n)
 
 
+def shard_positions(start, end, index, count):
+    """The positions of part index of count equal parts of the batch start..end: with several
+    workers each reads its own part of every batch of the same order."""
+    size = (end - start) // count
+    return range(start + index * size, start + (index + 1) * size)
+
+
 def batch_plan(n, batch_size, epoch=0, offset=0, drop_remainder=True):
     """Yields (epoch, start, end) of the batches from position offset of epoch on, forever.
 
@@ -430,7 +437,8 @@ class _Pipeline:
                 futures = [self._pool.submit(load_readable, self._records, order, position,
                                              self._options, self._unreadable,
                                              self._options["drop_remainder"])
-                           for position in range(start, end)]
+                           for position in shard_positions(start, end,
+                                                           *self._options["shard"])]
                 self._futures.append(((epoch, start, end), futures))
                 while len(self._futures) >= _BATCHES_IN_FLIGHT:
                     if not self._finish(*self._futures.popleft()):
@@ -524,6 +532,10 @@ def check_options(image_options):
             raise FCNError("image option %s is %r; it must be a whole number of at least 1"
                            % (key, options[key]))
     options["seed"] = int(options["seed"])
+    index, count = options["shard"]
+    if not 0 <= index < count:
+        raise FCNError("image option shard is %r; it must be (index, count) with "
+                       "0 <= index < count" % (options["shard"],))
     return options
 
 
@@ -535,7 +547,9 @@ class BatchDatset:
         image_options: resize (False), resize_size, interpolation ('nearest'), num_classes
         (151) and extra_label (None: the ignore label beyond the classes that annotations may
         hold), dataset ('ade20k': whose advice the unreadable-files error gives), shuffle
-        (True), seed (0), drop_remainder (True), workers, prefetch (batches, 4)."""
+        (True), seed (0), drop_remainder (True), workers, prefetch (batches, 4),
+        shard ((0, 1): with (index, count) next_batch(n) returns part index of count equal
+        parts of the batch of n that one reader would return)."""
         self.records = list(records_list)
         if not self.records:
             raise FCNError("a batch reader needs records, and this split has none; check "

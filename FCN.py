@@ -12,6 +12,7 @@ As a library (the reference's API): inference(image, keep_prob), pixel_loss, tra
 One rule for their optional arguments: an argument left None takes its command-line flag's value
 (the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
+import contextlib
 import difflib
 import json
 import math
@@ -41,6 +42,7 @@ import TensorflowUtils as utils  # noqa: E402
 import checkpoints  # noqa: E402
 import datasets  # noqa: E402
 import devices  # noqa: E402
+import distribute  # noqa: E402
 import tiles  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # noqa: E402
@@ -94,6 +96,17 @@ tf.flags.DEFINE_string("precision", "fp32", "fp32, or bf16: layers computed in b
 tf.flags.DEFINE_string("variant", "reference",
                        "reference (the faithful port, its checkpoints) or paper (FCN-8s as the "
                        "paper defines it); the checkpoints of one do not fit the other")
+# ---- several devices or machines ----
+tf.flags.DEFINE_string("distribute", "none",
+                       "train on: none (one device, the default), mirrored (this machine's GPUs, "
+                       "or --devices) or multi_worker (the machines TF_CONFIG lists)")
+tf.flags.DEFINE_string("devices", "", "mirrored: the devices, e.g. GPU:0,GPU:1 (default: every "
+                       "visible GPU, else the CPU); CPU:0,CPU:1 splits the CPU, to try it out")
+tf.flags.DEFINE_string("all_reduce", "auto",
+                       "how the replicas' gradients are summed: auto, nccl (GPUs) or ring")
+tf.flags.DEFINE_integer("worker_timeout", 600,
+                        "multi_worker: seconds a step waits for the other workers before every "
+                        "worker stops")
 # ---- predict ----
 tf.flags.DEFINE_string("image", "", "predict: an image file or a folder of images")
 tf.flags.DEFINE_bool("resize", False, "predict at --image_size and resize the labels back, "
@@ -406,15 +419,22 @@ class Model:
     global step, the Adam update and the summaries)."""
 
     def __init__(self, vgg, training, debug=False, learning_rate=1e-4, precision="fp32",
-                 classes=None, variant=REFERENCE):
+                 classes=None, variant=REFERENCE, strategy=None):
         """classes: the datasets.ClassInfo (class count, ignore label, colours); ADE20K's when
-        None. variant: 'reference' or 'paper' (see inference)."""
+        None. variant: 'reference' or 'paper' (see inference). strategy: a tf.distribute
+        strategy (--distribute) to build the network once per replica, each on its equal part
+        of the batch fed; None: one device, as the reference."""
         classes = classes or datasets.class_info(ADE20K, ["class %d" % k for k in
                                                           range(ADE20K.num_classes)])
-        self.image, self.annotation, self.keep_probability = input_placeholders()
         # What training feeds keep_probability: each network's own dropout.
         self.training_keep_probability = (PAPER_KEEP_PROBABILITY if variant == PAPER
                                           else KEEP_PROBABILITY)
+        if strategy is not None:
+            with strategy.scope():
+                self._build_replicated(strategy, vgg, training, debug, learning_rate, precision,
+                                       classes, variant)
+            return
+        self.image, self.annotation, self.keep_probability = input_placeholders()
         self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
                                                       vgg=vgg, debug=debug, precision=precision,
                                                       num_classes=classes.num_classes,
@@ -433,19 +453,71 @@ class Model:
             if debug:
                 for var in trainable:
                     utils.add_variable_summary(var)
-            self.loss_summary = tf.summary.scalar("entropy", self.loss)
-            palette = tf.constant(utils.full_palette(classes.palette))  # 255 has a colour too
-            colour = lambda labels: tf.gather(palette, tf.squeeze(tf.cast(labels, tf.int32), 3))
-            tf.summary.image("input_image", tf.cast(self.image, tf.uint8), max_outputs=2)
-            tf.summary.image("ground_truth", colour(self.annotation), max_outputs=2)
-            tf.summary.image("pred_annotation", colour(self.pred_annotation), max_outputs=2)
-            self.train_summary = tf.summary.merge_all()
+            self._add_summaries(classes)
+        self.saveable = tf.global_variables()
+
+    def _add_summaries(self, classes):
+        """The loss, and the images with their ground truth and prediction in colour."""
+        self.loss_summary = tf.summary.scalar("entropy", self.loss)
+        palette = tf.constant(utils.full_palette(classes.palette))  # 255 has a colour too
+        colour = lambda labels: tf.gather(palette, tf.squeeze(tf.cast(labels, tf.int32), 3))
+        tf.summary.image("input_image", tf.cast(self.image, tf.uint8), max_outputs=2)
+        tf.summary.image("ground_truth", colour(self.annotation), max_outputs=2)
+        tf.summary.image("pred_annotation", colour(self.pred_annotation), max_outputs=2)
+        self.train_summary = tf.summary.merge_all()
+
+    def _build_replicated(self, strategy, vgg, training, debug, learning_rate, precision,
+                          classes, variant):
+        """The same attributes over the replicas of strategy: the placeholders take this worker's
+        images; pred_annotation, logits and image_losses are its replicas' joined in batch order,
+        loss the mean over every replica of every worker; stop_votes sums the stop_vote fed on
+        each worker (Ctrl-C or SIGTERM there), so that all workers stop after the same step."""
+        self.image, self.annotation, self.keep_probability = input_placeholders()
+        self.stop_vote = tf.placeholder_with_default(0.0, [], name="stop_vote")
+        self.global_step = tf.train.get_or_create_global_step() if training else None
+
+        def replica(image, annotation, keep_probability, stop_vote):
+            image = distribute.local_slice(tf, image, strategy)
+            annotation = distribute.local_slice(tf, annotation, strategy)
+            pred, logits = inference(image, keep_probability, vgg=vgg, debug=debug,
+                                     precision=precision, num_classes=classes.num_classes,
+                                     variant=variant)
+            loss = pixel_loss(logits, annotation, classes.loss_ignore_label)
+            outputs = [pred, logits, loss, tf.identity(stop_vote),
+                       pixel_loss(logits, annotation, classes.loss_ignore_label, axis=[1, 2])]
+            if training:
+                # The replicas' gradients are summed, not averaged: each replica's loss is
+                # divided by their number, so that the update is one device's on the whole
+                # batch (Adam hides a missing division, plain gradient descent would not).
+                outputs.append(train(loss / strategy.num_replicas_in_sync,
+                                     tf.trainable_variables(), learning_rate=learning_rate,
+                                     debug=debug, global_step=self.global_step))
+            return outputs
+
+        outputs = strategy.run(replica, args=(self.image, self.annotation, self.keep_probability,
+                                              self.stop_vote))
+        joined = [tf.concat(strategy.experimental_local_results(v), axis=0)
+                  for v in (outputs[0], outputs[1], outputs[4])]
+        self.pred_annotation, self.logits, self.image_losses = joined
+        self.loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, outputs[2], axis=None)
+        self.stop_votes = strategy.reduce(tf.distribute.ReduceOp.SUM, outputs[3], axis=None)
+        self.network_variables = tf.trainable_variables()
+        # The weights' bits summed, computed where they are (fetching 600 MB through a worker's
+        # session would cost its memory twice over): identical weights give the same sum.
+        self.weights_checksum = tf.add_n([tf.reduce_sum(tf.cast(tf.bitcast(
+            tf.convert_to_tensor(v), tf.int32), tf.int64)) for v in self.network_variables])
+        if training:
+            self.train_op = strategy.group(outputs[5])
+            if debug:
+                for var in self.network_variables:
+                    utils.add_variable_summary(var)
+            self._add_summaries(classes)
         self.saveable = tf.global_variables()
 
 
-def build_model(settings, training, classes, vgg_from_checkpoint):
+def build_model(settings, training, classes, vgg_from_checkpoint, strategy=None):
     """(graph, model). vgg_from_checkpoint: a checkpoint will supply the VGG values, so the .mat
-    is not loaded (only its mean pixel read, when it is there)."""
+    is not loaded (only its mean pixel read, when it is there). strategy: see Model."""
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(settings["seed"])
@@ -455,7 +527,7 @@ def build_model(settings, training, classes, vgg_from_checkpoint):
             vgg = load_vgg(settings["model_dir"], settings["variant"])
         model = Model(vgg, training, debug=settings["debug"] and training,
                       learning_rate=settings["learning_rate"], precision=settings["precision"],
-                      classes=classes, variant=settings["variant"])
+                      classes=classes, variant=settings["variant"], strategy=strategy)
     return graph, model
 
 
@@ -594,7 +666,8 @@ def check_class_count(checkpoint, classes, settings):
                       classes.num_classes, advice))
 
 
-def _readers(settings, records, classes, shuffle=True, drop_remainder=True):
+def _readers(settings, records, classes, shuffle=True, drop_remainder=True, shard=(0, 1)):
+    """shard: (this worker's rank, the number of workers) under --distribute=multi_worker."""
     import BatchDatsetReader as dataset
     return dataset.BatchDatset(records, {"resize": True, "resize_size": settings["image_size"],
                                          "interpolation": settings["interpolation"],
@@ -602,7 +675,7 @@ def _readers(settings, records, classes, shuffle=True, drop_remainder=True):
                                          "extra_label": classes.extra_label,
                                          "dataset": settings["dataset"],
                                          "seed": settings["seed"], "shuffle": shuffle,
-                                         "drop_remainder": drop_remainder})
+                                         "drop_remainder": drop_remainder, "shard": shard})
 
 
 def _read_records(settings, classes=None):
@@ -660,10 +733,14 @@ def record_settings(logs_dir, settings):
 def run_train(settings):
     import evaluation
     logs_dir = settings["logs_dir"]
-    with TrainLock(logs_dir):
+    cluster = distributed_cluster(settings)
+    chief = cluster is None or cluster.is_chief
+    # Only the chief writes into --logs_dir (storage every worker sees) and holds its lock.
+    with TrainLock(logs_dir) if chief else contextlib.nullcontext():
         classes = dataset_classes(settings)
         train_records, valid_records = _read_records(settings, classes)
-        checkpoints.remove_partial_saves(logs_dir)
+        if chief:
+            checkpoints.remove_partial_saves(logs_dir)
         checkpoint = checkpoints.latest_checkpoint(logs_dir, refuse_unreadable=True)
         init_from = None
         if checkpoint is not None:
@@ -674,19 +751,24 @@ def run_train(settings):
         elif settings["init_from"]:
             init_from = checkpoints.resolve_init_from(settings["init_from"])
             check_variant(init_from, settings, "--init_from")
-        # What this run is, beside the checkpoints it produces, once its checks have passed.
-        record_settings(logs_dir, dict(settings, tensorflow=tf.__version__,
-                                       started=time.strftime("%Y-%m-%d %H:%M:%S")))
-        classes_path = os.path.join(logs_dir, datasets.CLASSES_NAME)
-        with writing(classes_path):
-            write_json_atomically(classes_path, dict(datasets.info_to_json(classes),
-                                                     variant=settings["variant"]))
+        if chief:
+            # What this run is, beside the checkpoints it produces, once its checks have passed.
+            record_settings(logs_dir, dict(settings, tensorflow=tf.__version__,
+                                           started=time.strftime("%Y-%m-%d %H:%M:%S")))
+            classes_path = os.path.join(logs_dir, datasets.CLASSES_NAME)
+            with writing(classes_path):
+                write_json_atomically(classes_path, dict(datasets.info_to_json(classes),
+                                                         variant=settings["variant"]))
         vgg_names = pretrained_variable_names(settings["variant"])
         vgg_from_checkpoint = checkpoint is not None or (
             init_from is not None and checkpoints.holds_variables(init_from, vgg_names))
-        graph, model = build_model(settings, True, classes, vgg_from_checkpoint)
-        with graph.as_default(), tf.Session(config=session_config()) as sess:
-            sess.run(tf.global_variables_initializer())
+        graph, model = build_model(settings, True, classes, vgg_from_checkpoint,
+                                   strategy=cluster and cluster.strategy)
+        with graph.as_default(), _train_session(cluster) as sess:
+            # Under multi_worker the initialisers are a broadcast from the chief that every
+            # worker joins; only then does each restore the same checkpoint.
+            run_with_workers(sess, cluster, tf.global_variables_initializer(), {},
+                             checkpoint, starting=True)
             step = 0
             if checkpoint is not None:
                 step = checkpoints.restore(sess, checkpoint, model.saveable, model.global_step)
@@ -694,23 +776,60 @@ def run_train(settings):
                 checkpoints.restore_matching(sess, init_from, model.network_variables)
             else:
                 print("No checkpoint in %s: starting from VGG-19" % logs_dir)
-            saver = checkpoints.make_saver(model.saveable, logs_dir)
-            with _readers(settings, train_records, classes) as train_reader, \
-                    _readers(settings, valid_records, classes) as valid_reader, \
+            saver = checkpoints.make_saver(model.saveable, logs_dir) if chief else None
+            shard = (0, 1) if cluster is None else (cluster.rank, cluster.num_workers)
+            with _readers(settings, train_records, classes, shard=shard) as train_reader, \
+                    _readers(settings, valid_records, classes, shard=shard) as valid_reader, \
                     StopRequest() as stop:
-                train_writer = tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph)
-                valid_writer = tf.summary.FileWriter(os.path.join(logs_dir, "validation"))
-                subset = evaluation.validation_subset(valid_records,
-                                                      settings["validation_images"])
+                writers = []
+                if chief:
+                    writers = [tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph),
+                               tf.summary.FileWriter(os.path.join(logs_dir, "validation"))]
+                # The subset is scored on one device; under --distribute its batches would have
+                # to split among replicas and workers, so it is off there (README, Flags).
+                subset = (evaluation.validation_subset(valid_records, settings["validation_images"])
+                          if cluster is None else [])
                 score_subset = None if not subset else (
                     lambda at_step: score_validation_subset(settings, sess, model, subset,
-                                                            classes, valid_writer, at_step))
+                                                            classes, writers[1], at_step))
                 try:
                     _train_loop(settings, sess, model, saver, step, checkpoint, train_reader,
-                                valid_reader, train_writer, valid_writer, stop, score_subset)
+                                valid_reader, (writers or [None, None]), stop, cluster,
+                                score_subset)
                 finally:
-                    train_writer.close()
-                    valid_writer.close()
+                    for writer in writers:
+                        writer.close()
+
+
+def distributed_cluster(settings):
+    """The distribute.Cluster of --distribute (its strategy, this worker's part), or None for
+    --distribute=none, one device as the reference trained."""
+    distribute.check_settings(settings)
+    if settings["distribute"] == "none":
+        return None
+    tf.get_logger().setLevel("WARNING")  # the strategy's INFO lines on every all-reduce built
+    cluster = distribute.Cluster(tf, settings, len(devices.gpu_names(tf)))
+    print(cluster.describe())
+    return cluster
+
+
+def _train_session(cluster):
+    if cluster is None:
+        return tf.Session(config=session_config())
+    return tf.Session(cluster.start(tf), config=cluster.config)
+
+
+def run_with_workers(sess, cluster, fetches, feed_dict, last_checkpoint, starting=False):
+    """sess.run; under --distribute, a step that waits more than --worker_timeout for the other
+    workers (one died, hangs, or never started) stops this one with an FCNError."""
+    if cluster is None:
+        return sess.run(fetches, feed_dict=feed_dict)
+    try:
+        return sess.run(fetches, feed_dict=feed_dict, options=cluster.run_options(tf))
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.AbortedError, tf.errors.CancelledError) as e:
+        raise FCNError(distribute.lost_worker_message(
+            cluster.timeout, checkpoints.error_summary(e), last_checkpoint, starting))
 
 
 def score_validation_subset(settings, sess, model, subset, classes, writer, step):
@@ -730,15 +849,17 @@ def score_validation_subset(settings, sess, model, subset, classes, writer, step
 
 
 def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reader, valid_reader,
-                train_writer, valid_writer, stop, score_subset=None):
+                writers, stop, cluster=None, score_subset=None):
     logs_dir, batch_size = settings["logs_dir"], settings["batch_size"]
     max_iterations = settings["max_iterations"]
+    train_writer, valid_writer = writers
     if step >= max_iterations:
         print("Step %d already reached --max_iterations=%d; nothing to do (raise "
               "--max_iterations to train on)" % (step, max_iterations))
         return
     print("Training from step %d to %d, batch %d, %dx%d"
           % (step, max_iterations, batch_size, settings["image_size"], settings["image_size"]))
+    replicas = "" if cluster is None else " on %d replicas" % cluster.replicas
     window_start, window_steps = time.time(), 0
     gpus, slow_warned = devices.gpu_names(tf), False
     while step < max_iterations:
@@ -747,7 +868,12 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
                 model.keep_probability: model.training_keep_probability}
         log_now = (step + 1) % settings["log_every"] == 0
         fetches = [model.train_op, model.loss] + ([model.train_summary] if log_now else [])
-        results = sess.run(fetches, feed_dict=feed)
+        if cluster is not None:
+            # A signal here is this worker's vote; every worker stops once the votes summed
+            # with a step say so, after that same step.
+            feed[model.stop_vote] = 0.0 if stop.signal_name is None else 1.0
+            fetches.append(model.stop_votes)
+        results = run_with_workers(sess, cluster, fetches, feed, last_checkpoint)
         loss = float(results[1])
         step += 1
         window_steps += 1
@@ -756,12 +882,14 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
                 "the training loss is %s at step %d; stopped without saving, the last good "
                 "checkpoint is %s; try a lower --learning_rate" % (loss, step, last_checkpoint))
         if log_now:
-            train_writer.add_summary(results[2], step)
+            if train_writer is not None:
+                train_writer.add_summary(results[2], step)
             elapsed = time.time() - window_start
             rate = window_steps * batch_size / elapsed if elapsed > 0 else float("nan")
             eta = (max_iterations - step) * elapsed / window_steps
-            print("%s step %d loss %.5f images/s %.2f eta %s"
-                  % (time.strftime("%Y-%m-%d %H:%M:%S"), step, loss, rate, format_duration(eta)))
+            print("%s step %d loss %.5f images/s %.2f%s eta %s"
+                  % (time.strftime("%Y-%m-%d %H:%M:%S"), step, loss, rate, replicas,
+                     format_duration(eta)))
             warning = None if slow_warned else slow_cpu_warning(eta, gpus)
             if warning:
                 print(warning)
@@ -770,24 +898,40 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
             window_start, window_steps = time.time(), 0
         if step % settings["save_every"] == 0 or step == max_iterations:
             valid_images, valid_annotations = valid_reader.next_batch(batch_size)
-            valid_loss, summary = sess.run(
-                [model.loss, model.loss_summary],
-                feed_dict={model.image: valid_images, model.annotation: valid_annotations,
-                           model.keep_probability: 1.0})
-            valid_writer.add_summary(summary, step)
-            last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
-            # Scored after the save: a stop while scoring finds the checkpoint already written.
-            subset_scores = "" if score_subset is None else score_subset(step)
-            print("%s step %d validation loss %.5f%s saved %s"
-                  % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, subset_scores,
-                     last_checkpoint))
-        if stop.signal_name is not None:
+            valid_loss, summary = run_with_workers(
+                sess, cluster, [model.loss, model.loss_summary],
+                {model.image: valid_images, model.annotation: valid_annotations,
+                 model.keep_probability: 1.0}, last_checkpoint)
+            if saver is None:  # a worker other than the chief
+                last_checkpoint = checkpoints.step_prefix(logs_dir, step)
+                valid_writer.add_summary(summary, step)
+                last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
+                # Scored after the save: a stop while scoring finds the checkpoint already written.
+                subset_scores = "" if score_subset is None else score_subset(step)
+                print("%s step %d validation loss %.5f%s saved %s"
+                      % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, subset_scores,
+                         last_checkpoint))
+                last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
+                print("%s step %d validation loss %.5f saved %s"
+                      % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, last_checkpoint))
+        signal_name = stop.signal_name
+        if cluster is not None:
+            signal_name = None if results[-1] == 0 else (
+                stop.signal_name or "a Ctrl-C or SIGTERM on another worker")
+        if signal_name is not None:
+            if saver is None:
+                print("Stopped by %s at step %d; the chief saves the checkpoint"
+                      % (signal_name, step))
+                break
             if not (step % settings["save_every"] == 0 or step == max_iterations):
                 last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
             print("Stopped by %s at step %d; checkpoint saved to %s"
-                  % (stop.signal_name, step, last_checkpoint))
-            return
-    print("Reached --max_iterations=%d; last checkpoint %s" % (max_iterations, last_checkpoint))
+                  % (signal_name, step, last_checkpoint))
+            break
+    else:
+        print("Reached --max_iterations=%d; last checkpoint %s" % (max_iterations, last_checkpoint))
+    if cluster is not None:
+        print("Weights checksum: %016x" % (int(sess.run(model.weights_checksum)) % (1 << 64)))
 
 
 def _restored_session(settings, classes):

@@ -375,6 +375,11 @@ def remove_failed_save(prefix, keep_files=False):
     return leftovers
 
 
+def step_prefix(logs_dir, step):
+    """<logs_dir>/model.ckpt-<step>: where the checkpoint of step is saved."""
+    return os.path.join(logs_dir, "%s-%d" % (CHECKPOINT_PREFIX, step))
+
+
 def save(sess, saver, logs_dir, step, var_list=None):
     """Saves model.ckpt-<step> (without a .meta); returns its path.
 
@@ -385,7 +390,7 @@ def save(sess, saver, logs_dir, step, var_list=None):
     much space a checkpoint needs, the previous checkpoint's size or else var_list's (by default
     the graph's global variables).
     """
-    prefix = os.path.join(logs_dir, "%s-%d" % (CHECKPOINT_PREFIX, step))
+    prefix = step_prefix(logs_dir, step)
     before = saver.last_checkpoints
     try:
         return saver.save(sess, os.path.join(logs_dir, CHECKPOINT_PREFIX), global_step=step,
