@@ -542,7 +542,7 @@ def session_config():
 MODES = ("train", "visualize", "validate", "predict", "export")
 MAX_SEED = 2 ** 32 - 1  # numpy.random.seed's largest
 # The memory of a training step grows with its pixel count (README, Flags, gives the measured
-# figures): one 4096x4096 image already needs about 90 GiB, a size no machine in use trains at.
+# figures): beyond this bound even one image per step fits no machine in use.
 MAX_IMAGE_SIZE = 4096
 MAX_IMAGE_SIZE_REASON = ("memory grows with the pixel count, and one training image of "
                          "4096x4096 already needs about 90 GiB; e.g. 224 (the default) or 512")
