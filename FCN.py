@@ -1371,7 +1371,12 @@ def main(argv=None):
             show_tensorflow_messages(settings["verbose"])
             run(settings)
         except HelpRequest as e:
-            print(e.args[0])
+            try:
+                print(e.args[0])
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # `python FCN.py --help | head`: the reader has what it wanted.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except FCNError as e:
             sys.stderr.write("%s: error: %s\n" % (PROGRAM, e))
             sys.exit(2)
