@@ -1077,17 +1077,19 @@ def output_stems(paths):
     counts = {}
     for stem in stems:
         counts[stem] = counts.get(stem, 0) + 1
-    result, taken = {}, set()
-    named = [(p, stem if counts[stem] == 1 else "%s_%s" % (stem, os.path.splitext(p)[1][1:]))
-             for p, stem in zip(paths, stems)]
-    unique = {name for _, name in named}
-    for path, name in named:
+    # Unique stems first: their names never change.
+    result = {p: stem for p, stem in zip(paths, stems) if counts[stem] == 1}
+    taken = set(result.values())
+    for path, stem in zip(paths, stems):
+        if counts[stem] == 1:
+            continue
+        name = "%s_%s" % (stem, os.path.splitext(path)[1][1:])
         candidate, k = name, 2
-        while candidate in taken or (candidate != name and candidate in unique):
+        while candidate in taken:
             candidate, k = "%s_%d" % (name, k), k + 1
         taken.add(candidate)
         result[path] = candidate
-    return result
+    return {p: result[p] for p in paths}
 
 
 def predict_labels(sess, model, image, settings, mean_pixel):
