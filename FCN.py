@@ -904,6 +904,9 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
                  model.keep_probability: 1.0}, last_checkpoint)
             if saver is None:  # a worker other than the chief
                 last_checkpoint = checkpoints.step_prefix(logs_dir, step)
+                print("%s step %d validation loss %.5f (the chief saves %s)"
+                      % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, last_checkpoint))
+            else:
                 valid_writer.add_summary(summary, step)
                 last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
                 # Scored after the save: a stop while scoring finds the checkpoint already written.
@@ -911,9 +914,6 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
                 print("%s step %d validation loss %.5f%s saved %s"
                       % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, subset_scores,
                          last_checkpoint))
-                last_checkpoint = checkpoints.save(sess, saver, logs_dir, step)
-                print("%s step %d validation loss %.5f saved %s"
-                      % (time.strftime("%Y-%m-%d %H:%M:%S"), step, valid_loss, last_checkpoint))
         signal_name = stop.signal_name
         if cluster is not None:
             signal_name = None if results[-1] == 0 else (
