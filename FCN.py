@@ -7,6 +7,10 @@ the same variable names (a checkpoint of the original restores here), the same n
     python FCN.py --mode=visualize
     python FCN.py --mode=validate
     python FCN.py --mode=predict --image=PATH
+    python FCN.py --mode=export                  (export_model.py: SavedModel, TFLite, ONNX)
+
+Beside the default network, --variant=paper builds FCN-8s as the paper defines it (its own
+variables and checkpoints); --distribute trains on several devices or machines (distribute.py).
 
 As a library (the reference's API): inference(image, keep_prob), pixel_loss, train, vgg_net.
 One rule for their optional arguments: an argument left None takes its command-line flag's value

@@ -28,3 +28,19 @@ def test_device_line_names_the_gpus_or_says_cpu_only():
     assert devices.device_line([]) == "Devices: CPU only (no GPU visible)"
     assert (devices.device_line(["GPU:0 NVIDIA A100", "GPU:1 NVIDIA A100"])
             == "Devices: GPU:0 NVIDIA A100, GPU:1 NVIDIA A100")
+
+
+def test_the_data_and_helper_modules_import_no_tensorflow():
+    # The README promises it: reading, checking and scoring data needs no TensorFlow import.
+    import subprocess
+    import sys
+    from tests.project import ROOT
+    modules = ["datasets", "downloads", "guards", "metrics", "evaluation", "quiet_tensorflow",
+               "tiles", "devices", "BatchDatsetReader", "read_MITSceneParsingData",
+               "read_PascalVOCData", "read_FolderData"]
+    code = ("import sys\nimport %s\nprint(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('tensorflow', 'keras')))" % ", ".join(modules))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
