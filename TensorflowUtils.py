@@ -310,6 +310,9 @@ def conv2d_as_matmul(x, W, bias):
         y = tf.reshape(y, tf.stack([n, height, width, channels_out]))
         return bias_add(y, bias)
     before = (k - 1) // 2  # SAME padding's rows (and columns) before the input, stride 1
+    # One unstack, not W[row, col] per tap: each strided slice's gradient is a dense copy of the
+    # whole kernel (fc6's is 411 MB, 49 of them at once), the unstack's one stacked gradient.
+    taps = tf.unstack(tf.reshape(W, [k * k, channels_in, channels_out]))
     terms = []
     for row in range(k):
         out_row, in_row, rows = _tap_window(row - before, height)
@@ -317,7 +320,7 @@ def conv2d_as_matmul(x, W, bias):
             out_col, in_col, cols = _tap_window(col - before, width)
             window = tf.slice(x, tf.stack([0, in_row, in_col, 0]),
                               tf.stack([n, rows, cols, channels_in]))
-            product = tf.matmul(tf.reshape(window, [-1, channels_in]), W[row, col])
+            product = tf.matmul(tf.reshape(window, [-1, channels_in]), taps[row * k + col])
             product = tf.reshape(product, tf.stack([n, rows, cols, channels_out]))
             terms.append(tf.pad(product, tf.stack([
                 [0, 0], [out_row, height - out_row - rows], [out_col, width - out_col - cols],
