@@ -26,6 +26,7 @@ SIZES = ((50, 70), (97, 131), (97, 131))
 # Runs in a fresh interpreter, away from the project (its cwd a temp folder, no PYTHONPATH):
 # loads the SavedModel as any TF2 program does and runs serving_default.
 LOAD_SAVED_MODEL = r"""
+import os
 import sys
 import numpy as np
 import tensorflow as tf
@@ -41,8 +42,12 @@ for k in range(len(images.files)):
 out = serve(images=tf.constant(np.stack([images["image1"], images["image2"]])))
 results["batch_labels"] = out["labels"].numpy()
 results["batch_confidence"] = out["confidence"].numpy()
+# The project's own files, not a virtualenv that may live inside its folder (CI makes one there).
+own_folders = {os.path.normcase(os.path.normpath(os.path.join(root, part)))
+               for part in ("", "tests", "benchmarks")}
 ours = [name for name, module in list(sys.modules.items())
-        if getattr(module, "__file__", None) and module.__file__.startswith(root)]
+        if getattr(module, "__file__", None)
+        and os.path.normcase(os.path.dirname(os.path.abspath(module.__file__))) in own_folders]
 assert not ours, ours
 np.savez(out_path, **results)
 """
