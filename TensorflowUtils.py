@@ -293,48 +293,21 @@ def conv2d_basic(x, W, bias):
 
 
 def conv2d_as_matmul(x, W, bias):
-    """conv2d_basic's function (stride 1, SAME) as matrix products, for the head's layers: a
-    few pixels with thousands of channels (fc6: a 7x7 kernel on 7x7 maps, 512 -> 4096), where
-    the CPU's convolution kernels are slow and a GEMM is not (the README has the figures).
-
-    A 1x1 kernel is one product. A k x k kernel is one product per tap over only the output
-    pixels whose input under that tap lies inside x: with SAME padding the others multiply
-    zeros (at 224x224, 43% of fc6's multiply-adds). W keeps its [k, k, in, out] shape and
-    variable (the same checkpoints)."""
+    """conv2d_basic's function (stride 1, SAME) as one matrix product over the k x k patches
+    of x. For the head's layers, a few pixels with thousands of channels (fc6: 7x7 kernel on
+    7x7 maps, 512 -> 4096), the CPU's convolution kernels are slow and a GEMM is not (the
+    README's performance section has the figures). W keeps its [k, k, in, out] shape (the same
+    checkpoints): its row-major reshape to [k*k*in, out] orders rows as the patches order their
+    values."""
     W, bias = _as_compute_dtype(x, W, bias)
     k, _, channels_in, channels_out = W.shape.as_list()
     shape = tf.shape(x)
-    n, height, width = shape[0], shape[1], shape[2]
-    if k == 1:
-        y = tf.matmul(tf.reshape(x, [-1, channels_in]), tf.reshape(W, [channels_in, channels_out]))
-        y = tf.reshape(y, tf.stack([n, height, width, channels_out]))
-        return bias_add(y, bias)
-    before = (k - 1) // 2  # SAME padding's rows (and columns) before the input, stride 1
-    # One unstack, not W[row, col] per tap: each strided slice's gradient is a dense copy of the
-    # whole kernel (fc6's is 411 MB, 49 of them at once), the unstack's one stacked gradient.
-    taps = tf.unstack(tf.reshape(W, [k * k, channels_in, channels_out]))
-    terms = []
-    for row in range(k):
-        out_row, in_row, rows = _tap_window(row - before, height)
-        for col in range(k):
-            out_col, in_col, cols = _tap_window(col - before, width)
-            window = tf.slice(x, tf.stack([0, in_row, in_col, 0]),
-                              tf.stack([n, rows, cols, channels_in]))
-            product = tf.matmul(tf.reshape(window, [-1, channels_in]), taps[row * k + col])
-            product = tf.reshape(product, tf.stack([n, rows, cols, channels_out]))
-            terms.append(tf.pad(product, tf.stack([
-                [0, 0], [out_row, height - out_row - rows], [out_col, width - out_col - cols],
-                [0, 0]])))
-    return bias_add(tf.add_n(terms), bias)
-
-
-def _tap_window(offset, size):
-    """(first output index, first input index, length) of the outputs that a kernel tap at
-    `offset` (input index = output index + offset) reads from inside a side of `size`; the
-    length is 0 when the tap sees only padding. size may be a tensor."""
-    first_out = tf.minimum(max(0, -offset), size)
-    length = tf.maximum(0, tf.minimum(size, size - offset) - first_out)
-    return first_out, tf.clip_by_value(first_out + offset, 0, size), length
+    if k > 1:
+        x = tf.image.extract_patches(x, sizes=[1, k, k, 1], strides=[1, 1, 1, 1],
+                                     rates=[1, 1, 1, 1], padding="SAME")
+    y = tf.matmul(tf.reshape(x, [-1, k * k * channels_in]), tf.reshape(W, [-1, channels_out]))
+    y = bias_add(y, bias)
+    return tf.reshape(y, tf.stack([shape[0], shape[1], shape[2], channels_out]))
 
 
 def conv2d_transpose_strided(x, W, b, output_shape, stride=2):

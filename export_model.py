@@ -151,6 +151,49 @@ def pad_to_multiple(images, multiple, fill):
                      for c in range(3)], axis=3)
 
 
+def portable_patches(x, size_rows, size_cols):
+    """tf.image.extract_patches(x, [1, size_rows, size_cols, 1], strides 1, rates 1, 'SAME') as
+    a pad and one slice per kernel tap: the same values in the same order (row, column,
+    channel), in ops that TFLite has and that tf2onnx converts for any image size."""
+    shape = tf.shape(x)
+    padded = tf.pad(x, [[0, 0], [(size_rows - 1) // 2, size_rows // 2],
+                        [(size_cols - 1) // 2, size_cols // 2], [0, 0]])
+    return tf.concat([padded[:, i:i + shape[1], j:j + shape[2], :]
+                      for i in range(size_rows) for j in range(size_cols)], axis=3)
+
+
+def with_portable_patches(graph_def):
+    """A copy of graph_def in which each ExtractImagePatches (FCN's fc6 as a matrix product,
+    TensorflowUtils.conv2d_as_matmul) is portable_patches under the same name, so that its
+    consumers read the same values. TFLite has no such op, and tf2onnx converts it only for a
+    fixed batch and size."""
+    result = type(graph_def)()
+    result.versions.CopyFrom(graph_def.versions)
+    result.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        if node.op != "ExtractImagePatches":
+            result.node.add().CopyFrom(node)
+            continue
+        attrs = {name: list(node.attr[name].list.i) for name in ("ksizes", "strides", "rates")}
+        if (attrs["strides"] != [1, 1, 1, 1] or attrs["rates"] != [1, 1, 1, 1]
+                or node.attr["padding"].s != b"SAME"):
+            raise ValueError("%s: only stride 1, rate 1, SAME patches are rewritten" % node.name)
+        scratch = tf.Graph()
+        with scratch.as_default():
+            x = tf.placeholder(tf.as_dtype(node.attr["T"].type), name="x")
+            with tf.name_scope(node.name + "_portable"):
+                patches = portable_patches(x, attrs["ksizes"][1], attrs["ksizes"][2])
+            tf.identity(patches, name=node.name)
+        for new in scratch.as_graph_def().node:
+            if new.name == x.op.name:
+                continue
+            inputs = [node.input[0] if name in ("x", "x:0") else name for name in new.input]
+            del new.input[:]
+            new.input.extend(inputs)
+            result.node.add().CopyFrom(new)
+    return result
+
+
 def build_export_graph(fcn, settings, classes, image_size=None):
     """(graph, input tensor, {output name: tensor}) of the serving graph: uint8 images in,
     labels and confidence out, around FCN's network as fcn.build_model builds it for inference.
@@ -172,6 +215,7 @@ def build_export_graph(fcn, settings, classes, image_size=None):
             tf.disable_resource_variables()
     with network_graph.as_default():
         meta_graph = tf.train.export_meta_graph(clear_devices=True)
+    meta_graph.graph_def.CopyFrom(with_portable_patches(meta_graph.graph_def))
     mean_pixel = fcn.mean_pixel_for_restore(settings["model_dir"])
     shape = [None, None, None, 3] if image_size is None else [1, image_size[0], image_size[1], 3]
     graph = tf.Graph()

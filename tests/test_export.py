@@ -340,6 +340,26 @@ def test_staging_folders_of_dead_exports_are_removed_and_others_kept(tmp_path):
 
 # ---- the graph's pieces, against numpy -----------------------------------------------------------
 
+def test_portable_patches_equal_numpys_patches_and_extract_patches():
+    import tensorflow.compat.v1 as tf
+    x = np.random.default_rng(0).standard_normal((2, 5, 6, 3)).astype(np.float32)
+    size = 3
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    expected = np.zeros((2, 5, 6, size * size * 3), np.float32)
+    for r in range(5):
+        for c in range(6):
+            # the patch around (r, c), flattened row, column, channel
+            expected[:, r, c] = padded[:, r:r + size, c:c + size, :].reshape(2, -1)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        inp = tf.placeholder(tf.float32, [None, None, None, 3])
+        ours, theirs = sess.run([
+            export_model.portable_patches(inp, size, size),
+            tf.image.extract_patches(inp, [1, size, size, 1], [1, 1, 1, 1], [1, 1, 1, 1],
+                                     "SAME")], {inp: x})
+    np.testing.assert_array_equal(ours, expected)
+    np.testing.assert_array_equal(theirs, expected)
+
+
 def test_the_graphs_padding_equals_predicts():
     import tensorflow.compat.v1 as tf
     image = np.random.default_rng(1).integers(0, 256, (37, 70, 3)).astype(np.uint8)
