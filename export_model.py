@@ -144,8 +144,10 @@ def pad_to_multiple(images, multiple, fill):
     the pixel fill, as FCN.pad_to_multiple does for predict (one pad per channel: tf.pad fills
     with one value)."""
     shape = tf.shape(images)
-    paddings = [[0, 0], [0, tf.math.floormod(-shape[1], multiple)],
-                [0, tf.math.floormod(-shape[2], multiple)]]
+    # (m - side % m) % m, not floormod(-side, m): tf2onnx converts FloorMod of a negative
+    # number as a truncating Mod (-50 mod 32 gave -18), which cropped the ONNX model's input.
+    paddings = [[0, 0], [0, (multiple - shape[1] % multiple) % multiple],
+                [0, (multiple - shape[2] % multiple) % multiple]]
     fill = np.asarray(fill, dtype=np.float32)
     return tf.stack([tf.pad(images[:, :, :, c], paddings, constant_values=fill[c])
                      for c in range(3)], axis=3)
