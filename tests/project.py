@@ -1,4 +1,5 @@
 """The project under test: where it is, its source files, and running FCN.py as a user does."""
+import contextlib
 import glob
 import os
 import subprocess
@@ -42,3 +43,23 @@ def project_sources(but=None):
     for folder in ("tests", "benchmarks"):
         paths += glob.glob(os.path.join(ROOT, folder, "*.py"))
     return [p for p in paths if but is None or os.path.abspath(p) != os.path.abspath(but)]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount_point, size):
+    """A tmpfs of `size` (mount's spelling, e.g. "2m") mounted at mount_point (created) for the
+    block: a disk that really fills up. Skips the test where one cannot be mounted (not root,
+    or no mount permission in this container)."""
+    import pytest
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    os.makedirs(mount_point)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", mount_point],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", mount_point]).returncode != 0:
+            subprocess.run(["umount", "-l", mount_point])

@@ -14,7 +14,6 @@ import glob
 import hashlib
 import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ import tensorflow.compat.v1 as tf
 
 import checkpoints
 from guards import FCNError
+from tests.project import mounted_tmpfs
 
 SHAPES = [("inference/W1", [8, 16]), ("inference/b1", [16]), ("inference/W2", [16, 4])]
 # float32 values plus the int64 global step: the bytes of one checkpoint's data.
@@ -544,19 +544,8 @@ def test_a_logs_dir_replaced_by_a_file_during_training_is_one_line(tmp_path):
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 2 MiB tmpfs (root only): a disk that really fills up."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = str(tmp_path / "tmpfs")
-    os.makedirs(mount_point)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mount_point],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
-    try:
+    with mounted_tmpfs(str(tmp_path / "tmpfs"), "2m") as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", mount_point]).returncode != 0:
-            subprocess.run(["umount", "-l", mount_point])
 
 
 def test_a_really_full_disk_during_a_save(small_tmpfs):

@@ -22,7 +22,7 @@ import FCN
 import guards
 from guards import FCNError, TrainLock
 from tests.make_dataset import make_folder_dataset
-from tests.project import FCN_PY, SMALL, run_fcn
+from tests.project import FCN_PY, SMALL, mounted_tmpfs, run_fcn
 
 
 def one_line(error):
@@ -145,20 +145,9 @@ def test_an_empty_lock_left_by_an_older_version_is_taken_over(tmp_path):
 
 @pytest.fixture
 def full_tmpfs(tmp_path):
-    """A 1 MiB tmpfs, filled but for a few KiB; yields (mount point, the filler's path)."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = str(tmp_path / "tmpfs")
-    os.makedirs(mount_point)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount_point],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % result.stderr.strip())
-    try:
+    """A 1 MiB tmpfs (root only), which the test fills itself."""
+    with mounted_tmpfs(str(tmp_path / "tmpfs"), "1m") as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", mount_point]).returncode != 0:
-            subprocess.run(["umount", "-l", mount_point])
 
 
 def logs_on(mount_point, folder_model):
