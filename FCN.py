@@ -941,11 +941,7 @@ def _train_loop(settings, sess, model, saver, step, last_checkpoint, train_reade
 def _restored_session(settings, classes):
     """(graph, model, session, checkpoint path, step) restored from the newest checkpoint in
     logs_dir; FCNError when there is none (the reference silently ran an untrained network)."""
-    checkpoint = checkpoints.latest_checkpoint(settings["logs_dir"], refuse_unreadable=True)
-    if checkpoint is None:
-        raise FCNError("no checkpoint in --logs_dir %s; train first (--mode=train) or "
-                       "point --logs_dir at a folder with model.ckpt-* files"
-                       % settings["logs_dir"])
+    checkpoint = checkpoints.checkpoint_to_use(settings["logs_dir"])
     check_class_count(checkpoint, classes, settings)
     graph, model = build_model(settings, False, classes, vgg_from_checkpoint=True)
     with graph.as_default():

@@ -167,6 +167,16 @@ def latest_checkpoint(logs_dir, refuse_unreadable=False):
     return None
 
 
+def checkpoint_to_use(logs_dir, purpose=""):
+    """latest_checkpoint(logs_dir, refuse_unreadable=True) for a mode that needs one; FCNError
+    saying what to do when there is none. purpose, e.g. " to export", ends the first clause."""
+    checkpoint = latest_checkpoint(logs_dir, refuse_unreadable=True)
+    if checkpoint is None:
+        raise FCNError("no checkpoint in --logs_dir %s%s; train first (--mode=train) or point "
+                       "--logs_dir at a folder with model.ckpt-* files" % (logs_dir, purpose))
+    return checkpoint
+
+
 def unreadable_checkpoints(logs_dir):
     """{prefix: what is wrong} of the checkpoints in logs_dir that cannot be restored."""
     problems = {p: checkpoint_problem(p) for p in checkpoints_on_disk(logs_dir)}

@@ -324,11 +324,7 @@ def run_export(settings, fcn):
     (what was written where), also saved as export.json in the version folder."""
     formats, image_size = check_export_settings(settings)
     export_dir = export_dir_of(settings)
-    checkpoint = checkpoints.latest_checkpoint(settings["logs_dir"], refuse_unreadable=True)
-    if checkpoint is None:
-        raise FCNError("no checkpoint in --logs_dir %s to export; train first (--mode=train) "
-                       "or point --logs_dir at a folder with model.ckpt-* files"
-                       % settings["logs_dir"])
+    checkpoint = checkpoints.checkpoint_to_use(settings["logs_dir"], " to export")
     classes = fcn.predict_classes(settings)
     fcn.check_class_count(checkpoint, classes, settings)
     step = checkpoints.saved_step(checkpoint)
