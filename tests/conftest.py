@@ -8,7 +8,38 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
+
+# ---- module folders: removed when the module's tests all passed ----------------------------------
+
+_MODULES_WITH_FAILURES = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed:
+        _MODULES_WITH_FAILURES.add(item.nodeid.split("::")[0])
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """mktemp(name) for a module's fixtures. Its folders go when the module ends, unless one of
+    its tests failed (kept then, as pytest keeps a failed test's tmp_path): a training fixture
+    leaves checkpoints of 1.7 GB each, and a whole suite's filled a CI disk."""
+    made = []
+
+    def mktemp(name):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.node.nodeid not in _MODULES_WITH_FAILURES:
+        for folder in made:
+            shutil.rmtree(str(folder), ignore_errors=True)
+
 
 
 # ---- the network side: a synthetic VGG-19 .mat --------------------------------------------------

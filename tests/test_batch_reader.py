@@ -274,9 +274,9 @@ def test_colour_annotation_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def many_records(tmp_path_factory):
+def many_records(module_tmp):
     """150 records of one small good pair, and two truncated JPEGs."""
-    folder = tmp_path_factory.mktemp("many")
+    folder = module_tmp("many")
     rng = np.random.default_rng(0)
     good = _write_pair(folder, "good", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8),
                        rng.integers(0, 151, (24, 24), dtype=np.uint8), ".jpg")
@@ -397,10 +397,10 @@ def test_validate_records_passes_good_data(records):
 # ---- streaming -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def large_pair(tmp_path_factory):
+def large_pair(module_tmp):
     """One pair of ADE20K size (512x683)."""
     from tests.make_dataset import make_scene_dataset
-    root = str(tmp_path_factory.mktemp("large"))
+    root = str(module_tmp("large"))
     make_scene_dataset(root, n_train=1, n_val=0, size_range=(512, 683))
     return scene.scan_split(os.path.join(root, "ADEChallengeData2016"), "training")[0]
 

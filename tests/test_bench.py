@@ -144,8 +144,8 @@ def numbers(rows):
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("bench") / "quick.json")
+def quick_run(module_tmp):
+    path = str(module_tmp("bench") / "quick.json")
     done = subprocess.run([sys.executable, os.path.join("benchmarks", "bench.py"), "--quick",
                            "--precision", "fp32", "--json", path],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -131,15 +130,14 @@ def test_a_lost_worker_is_one_line_naming_the_timeout_and_the_checkpoint():
 # ---- mirrored over 2 CPU devices ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mirrored_step(tmp_path_factory, model_dir):
-    work = str(tmp_path_factory.mktemp("mirrored_step"))
+def mirrored_step(module_tmp, model_dir):
+    work = str(module_tmp("mirrored_step"))
     result = os.path.join(work, "result.json")
     proc = subprocess.run([sys.executable, "-m", "tests.distribute_step", model_dir, work, result],
                           cwd=ROOT, capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     with open(result) as f:
-        yield json.load(f)
-    shutil.rmtree(work, ignore_errors=True)  # three checkpoints of the full network
+        return json.load(f)
 
 
 def test_one_step_on_two_replicas_is_one_devices_step_on_the_whole_batch(mirrored_step):
@@ -225,14 +223,14 @@ def stored_steps(logs):
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory, dirs):
+def pairs(module_tmp, dirs):
     """Pairs of workers run one after the other (at most 2 processes at once):
     1. fresh, each with its own empty logs_dir, 2 steps;
     2. on a shared logs_dir: both SIGKILLed once the chief saved step 2 and both logged step 3;
     3. restarted: both resume from the chief's model.ckpt-2; SIGTERM to worker 1 after step 3;
     4. restarted with --worker_timeout=90: worker 1 SIGKILLed after a step; the chief must stop.
     """
-    folder = str(tmp_path_factory.mktemp("multi_worker"))
+    folder = str(module_tmp("multi_worker"))
     shared = os.path.join(folder, "shared")
     common = SMALL + dirs + ["--log_every=1", "--save_every=2"]
     stages, running = {"shared": shared}, []
@@ -279,7 +277,6 @@ def pairs(tmp_path_factory, dirs):
     finally:
         for w in running:
             w.stop()
-        shutil.rmtree(folder, ignore_errors=True)  # gigabytes of checkpoints
 
 
 def test_two_workers_train_to_the_same_weights_and_only_the_chief_writes(pairs):

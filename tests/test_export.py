@@ -69,9 +69,9 @@ def _test_images(data_dir, folder):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, model_dir):
+def trained(module_tmp, model_dir):
     """(logs_dir, data_dir, flags) of a folder-dataset model trained STEPS steps."""
-    root = tmp_path_factory.mktemp("export")
+    root = module_tmp("export")
     data_dir = make_folder_dataset(str(root / "mine"), n_train=6, n_val=3)
     logs = str(root / "logs")
     flags = ["--dataset=folder", "--data_dir=" + data_dir, "--model_dir=" + model_dir,
@@ -82,11 +82,11 @@ def trained(tmp_path_factory, model_dir):
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
+def exported(trained, module_tmp):
     """The export of every TFLite kind, and the predictions of --mode=predict and of the
     SavedModel (in a fresh process) on the test images."""
     logs, data_dir, flags = trained
-    root = tmp_path_factory.mktemp("exported")
+    root = module_tmp("exported")
     images = _test_images(data_dir, str(root / "images"))
     out = run_fcn("--mode=export", "--export_format=saved_model," + ",".join(TFLITE), *flags)
     version_dir = os.path.join(logs, "export", str(STEPS))

@@ -21,20 +21,20 @@ LOSS_TOLERANCE = 0.25       # mean of the last two logged training losses, absol
 
 
 @pytest.fixture(scope="module")
-def toy_data(tmp_path_factory):
-    data = str(tmp_path_factory.mktemp("toy"))
+def toy_data(module_tmp):
+    data = str(module_tmp("toy"))
     make_scene_dataset(data, n_train=60, n_val=12, seed=5)
     return data
 
 
 @pytest.fixture(scope="module")
-def learned(toy_data, model_dir, tmp_path_factory):
+def learned(toy_data, model_dir, module_tmp):
     """precision -> (validation metrics, logged training losses), trained once each."""
     results = {}
 
     def get(precision):
         if precision not in results:
-            logs = str(tmp_path_factory.mktemp("logs-" + precision))
+            logs = str(module_tmp("logs-" + precision))
             common = ["--data_dir=" + toy_data, "--model_dir=" + model_dir, "--logs_dir=" + logs,
                       "--image_size=64", "--batch_size=4", "--precision=" + precision]
             out = run_fcn("--mode=train", "--max_iterations=%d" % STEPS, "--log_every=20",

@@ -14,10 +14,10 @@ import checkpoints
 from tests.project import SMALL, run_fcn
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, dirs):
+@pytest.fixture(scope="module")
+def trained(module_tmp, dirs):
     """A logs_dir after 3 steps of training, and what the run printed."""
-    logs = str(tmp_path_factory.mktemp("logs"))
+    logs = str(module_tmp("logs"))
     out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=3", "--log_every=1",
                   "--save_every=2", *(SMALL + dirs))
     return logs, out

@@ -36,9 +36,9 @@ def no_space(path=None):
 
 
 @pytest.fixture(scope="module")
-def folder_model(tmp_path_factory, model_dir):
+def folder_model(module_tmp, model_dir):
     """(logs_dir, data_dir) of a 3-class folder model after 2 steps."""
-    root = tmp_path_factory.mktemp("outputs")
+    root = module_tmp("outputs")
     data = make_folder_dataset(str(root / "mine"), n_train=4, n_val=3, seed=3)
     logs = str(root / "logs")
     run_fcn("--mode=train", "--dataset=folder", "--data_dir=" + data, "--model_dir=" + model_dir,

@@ -21,20 +21,20 @@ CLASS_LAYERS = ("inference/W8", "inference/b8", "inference/W_t1", "inference/W_t
                 "inference/b_t3")
 
 
-@pytest.fixture(scope="session")
-def folder_data(tmp_path_factory):
-    return make_folder_dataset(str(tmp_path_factory.mktemp("mine")), n_train=6, n_val=3)
+@pytest.fixture(scope="module")
+def folder_data(module_tmp):
+    return make_folder_dataset(str(module_tmp("mine")), n_train=6, n_val=3)
 
 
-@pytest.fixture(scope="session")
-def voc_data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("voc"))
+@pytest.fixture(scope="module")
+def voc_data(module_tmp):
+    root = str(module_tmp("voc"))
     make_voc_dataset(root, n_train=6, n_val=3)
     return root
 
 
-def _trained(tmp_path_factory, model_dir, dataset, data_dir):
-    logs = str(tmp_path_factory.mktemp("logs-" + dataset))
+def _trained(module_tmp, model_dir, dataset, data_dir):
+    logs = str(module_tmp("logs-" + dataset))
     flags = ["--dataset=" + dataset, "--data_dir=" + data_dir, "--model_dir=" + model_dir,
              "--logs_dir=" + logs] + SMALL
     out = run_fcn("--mode=train", "--max_iterations=2", "--save_every=2", "--log_every=1",
@@ -42,14 +42,14 @@ def _trained(tmp_path_factory, model_dir, dataset, data_dir):
     return logs, flags, out
 
 
-@pytest.fixture(scope="session")
-def folder_run(tmp_path_factory, model_dir, folder_data):
-    return _trained(tmp_path_factory, model_dir, "folder", folder_data)
+@pytest.fixture(scope="module")
+def folder_run(module_tmp, model_dir, folder_data):
+    return _trained(module_tmp, model_dir, "folder", folder_data)
 
 
-@pytest.fixture(scope="session")
-def voc_run(tmp_path_factory, model_dir, voc_data):
-    return _trained(tmp_path_factory, model_dir, "voc", voc_data)
+@pytest.fixture(scope="module")
+def voc_run(module_tmp, model_dir, voc_data):
+    return _trained(module_tmp, model_dir, "voc", voc_data)
 
 
 def _class_layer_shapes(logs):

@@ -308,8 +308,8 @@ STEPS = 120  # as tests/test_learning.py, on the same toy set, so that the figur
 
 
 @pytest.fixture(scope="module")
-def toy_data(tmp_path_factory):
-    data = str(tmp_path_factory.mktemp("toy"))
+def toy_data(module_tmp):
+    data = str(module_tmp("toy"))
     make_scene_dataset(data, n_train=60, n_val=12, seed=5)
     return data
 

@@ -170,7 +170,7 @@ def copy_dataset(source, tmp_path):
 # ---- killed, stopped, refused, non-finite: one logs_dir through a sequence of runs ---------------
 
 @pytest.fixture(scope="module")
-def kill_sequence(tmp_path_factory, dirs):
+def kill_sequence(module_tmp, dirs):
     """Runs on one logs_dir, each started after the previous one ended:
 
     1. SIGKILL right after step 1 (no checkpoint yet; its lock file stays behind);
@@ -181,7 +181,7 @@ def kill_sequence(tmp_path_factory, dirs):
     6. --learning_rate=1e30: the loss goes non-finite.
     Each stage records the output and the state of logs_dir; the tests below look at them.
     """
-    logs = str(tmp_path_factory.mktemp("kill_sequence"))
+    logs = str(module_tmp("kill_sequence"))
     common = SMALL + dirs + ["--logs_dir=" + logs, "--max_iterations=1000", "--save_every=2",
                              "--log_every=1"]
     stages, runs = {}, []
@@ -382,11 +382,11 @@ def test_bad_data_stops_training_before_its_first_step(fault, scene_data, model_
 
 
 @pytest.fixture(scope="module")
-def reader_failure(tmp_path_factory, model_dir):
+def reader_failure(module_tmp, model_dir):
     """A training run on 110 records: one truncated JPEG in its first batch, and an annotation
     with the value 200 in its fifth batch, past the 100 records validate_records decodes, so the
     reader's worker thread finds it after the checkpoint of step 4."""
-    root = str(tmp_path_factory.mktemp("reader_failure"))
+    root = str(module_tmp("reader_failure"))
     make_scene_dataset(root, n_train=110, n_val=4, size_range=(40, 56), seed=2)
     dataset_dir = os.path.join(root, "ADEChallengeData2016")
     n = 110

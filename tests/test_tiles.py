@@ -109,9 +109,9 @@ def test_stitched_tiles_equal_the_whole_where_the_overlap_covers_the_reach():
 # ---- the network ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory, model_dir):
+def small_model(module_tmp, model_dir):
     """A 3-class folder model trained 2 steps at 64x64: (the predict flags, a scratch folder)."""
-    root = tmp_path_factory.mktemp("tiles")
+    root = module_tmp("tiles")
     data = make_folder_dataset(str(root / "mine"), n_train=4, n_val=2, seed=5)
     logs = str(root / "logs")
     args = ["--dataset=folder", "--data_dir=" + data, "--model_dir=" + model_dir,

@@ -98,8 +98,8 @@ def _validation_scalars(logs):
 
 
 @pytest.fixture(scope="module")
-def scored_run(tmp_path_factory, dirs):
-    logs = str(tmp_path_factory.mktemp("logs-scored"))
+def scored_run(module_tmp, dirs):
+    logs = str(module_tmp("logs-scored"))
     out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=4", "--save_every=2",
                   "--log_every=2", "--validation_images=3", *(SMALL + dirs))
     return logs, out

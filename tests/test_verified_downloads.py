@@ -118,9 +118,9 @@ def self_signed_context(folder):
 
 
 @pytest.fixture(scope="module")
-def https_server(vgg_mat_paths, tmp_path_factory):
+def https_server(vgg_mat_paths, module_tmp):
     server = _Server(_bodies(vgg_mat_paths),
-                     tls_context=self_signed_context(str(tmp_path_factory.mktemp("tls"))))
+                     tls_context=self_signed_context(str(module_tmp("tls"))))
     yield server
     server.close()
 

@@ -50,16 +50,16 @@ def voc_paths(root, name):
 # ---- data --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def voc_root(tmp_path_factory):
+def voc_root(module_tmp):
     """(root, VocSet): a generated VOCdevkit/VOC2012 of 6 training and 4 validation images.
     Shared: copy it before changing anything in it."""
-    root = str(tmp_path_factory.mktemp("voc"))
+    root = str(module_tmp("voc"))
     return root, make_voc_dataset(root, n_train=6, n_val=4, seed=3)
 
 
 @pytest.fixture(scope="module")
-def voc_tar(tmp_path_factory, voc_root):
-    return make_voc_tar(voc_root[0], str(tmp_path_factory.mktemp("voc_tar") / TAR_NAME))
+def voc_tar(module_tmp, voc_root):
+    return make_voc_tar(voc_root[0], str(module_tmp("voc_tar") / TAR_NAME))
 
 
 @pytest.fixture
@@ -71,9 +71,9 @@ def copied(tmp_path, voc_root):
 
 
 @pytest.fixture(scope="module")
-def outside(tmp_path_factory):
+def outside(module_tmp):
     """A folder outside any data_dir, where the evil tars aim; it must stay empty."""
-    return str(tmp_path_factory.mktemp("outside"))
+    return str(module_tmp("outside"))
 
 
 def _tar_bytes(members):
