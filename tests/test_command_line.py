@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import FCN
+import command_line
 import guards
 import quiet_tensorflow
 from guards import FCNError
@@ -108,8 +109,8 @@ def test_the_largest_values_in_range_pass():
 
 
 def test_closest_flag():
-    assert FCN.closest_flag("logsdir", ["logs_dir", "data_dir"]) == "logs_dir"
-    assert FCN.closest_flag("zzz", ["logs_dir", "data_dir"]) is None
+    assert command_line.closest_flag("logsdir", ["logs_dir", "data_dir"]) == "logs_dir"
+    assert command_line.closest_flag("zzz", ["logs_dir", "data_dir"]) is None
 
 
 def test_flag_groups_follow_the_block_comments():
@@ -118,12 +119,12 @@ def test_flag_groups_follow_the_block_comments():
         'tf.flags.DEFINE_bool("b", False, "")', "# ---- second group ----",
         'tf.flags.DEFINE_integer("c", 1,', '                        "help")',
         "# ---- code, later -------------------------", "x = 1"])
-    assert FCN.flag_groups(source) == [("first", ["a", "b"]), ("second group", ["c"])]
+    assert command_line.flag_groups(source) == [("first", ["a", "b"]), ("second group", ["c"])]
 
 
 @pytest.mark.parametrize("arg", ["-h", "--help", "--helpfull"])
 def test_help_lists_this_projects_flags_by_group(arg):
-    with pytest.raises(FCN.HelpRequest) as caught:
+    with pytest.raises(command_line.HelpRequest) as caught:
         parse("--bogus", arg)  # help wins over a mistake
     text = caught.value.args[0]
     assert "  --batch_size  (default: 10)\n      images per step" in text
