@@ -84,10 +84,17 @@ def test_upsample_by_phases_refuses_a_kernel_it_does_not_cover():
             utils.upsample_by_phases(x, tf.zeros([4, 4, 3, 4]), tf.zeros([3]), stride=8)
 
 
-# Maps smaller than the kernel (taps that see only padding), oblong maps, one row.
+def _size_unknown(x):
+    """x, its height and width unknown to the graph (as predict builds it at any size)."""
+    return tf.placeholder_with_default(x, [None, None, None, x.shape[3]])
+
+
+# Maps smaller than the kernel (taps that see only padding), oblong maps, one row; with the
+# size known to the graph (one product per tap) and unknown (one product over patches).
+@pytest.mark.parametrize("size_known", [True, False])
 @pytest.mark.parametrize("k,shape", [(7, (2, 7, 7, 6)), (3, (1, 4, 6, 5)), (1, (2, 3, 3, 8)),
                                      (7, (1, 2, 2, 4)), (7, (1, 14, 9, 3)), (5, (2, 1, 3, 2))])
-def test_conv2d_as_matmul_is_the_same_convolution(k, shape):
+def test_conv2d_as_matmul_is_the_same_convolution(k, shape, size_known):
     rng = np.random.RandomState(k)
     x = rng.randn(*shape).astype(np.float32)
     kernel = rng.randn(k, k, shape[3], 4).astype(np.float32)
@@ -95,11 +102,34 @@ def test_conv2d_as_matmul_is_the_same_convolution(k, shape):
     out_shape = shape[:3] + (4,)
 
     expected = numpy_conv2d_same(x.astype(np.float64), kernel, bias)
-    got, grads = _run(utils.conv2d_as_matmul, [x, kernel, bias], grad_of=out_shape)
+    got, grads = _run(lambda a, w, b: utils.conv2d_as_matmul(a if size_known else _size_unknown(a),
+                                                             w, b),
+                      [x, kernel, bias], grad_of=out_shape)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     _, reference_grads = _run(utils.conv2d_basic, [x, kernel, bias], grad_of=out_shape)
     for name, g, r in zip(["x", "W", "b"], grads, reference_grads):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max(), err_msg=name)
+
+
+def test_tap_window_is_the_outputs_a_tap_reads_inside_the_map():
+    # A side of 2, a 7x7 kernel's offsets -3..3 (input = output + offset): output 1 reads
+    # input 0 at offset -1; outputs 0, 1 read inputs 0, 1 at 0; output 0 reads input 1 at 1.
+    assert utils.tap_window(-1, 2) == (1, 0, 1)
+    assert utils.tap_window(0, 2) == (0, 0, 2)
+    assert utils.tap_window(1, 2) == (0, 1, 1)
+    for offset in (-3, -2, 2, 3):
+        assert utils.tap_window(offset, 2) is None
+    assert utils.tap_window(-3, 7) == (3, 0, 4) and utils.tap_window(3, 7) == (0, 3, 4)
+
+
+@pytest.mark.parametrize("side,products", [(2, 9), (7, 49), (None, 1)])
+def test_conv2d_as_matmul_multiplies_only_the_taps_that_reach_the_map(side, products):
+    # 7x7 kernel: on a 2x2 map only offsets -1..1 reach it (3 x 3 taps); on 7x7 every tap
+    # does; a map of unknown size is one product over patches.
+    with tf.Graph().as_default() as graph:
+        x = tf.placeholder(tf.float32, [None, side, side, 3])
+        utils.conv2d_as_matmul(x, tf.zeros([7, 7, 3, 4]), tf.zeros([4]))
+    assert [op.type for op in graph.get_operations()].count("MatMul") == products
 
 
 def test_bf16_bias_gradient_is_summed_in_float32():
