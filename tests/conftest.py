@@ -41,7 +41,6 @@ def module_tmp(request, tmp_path_factory):
             shutil.rmtree(str(folder), ignore_errors=True)
 
 
-
 # ---- the network side: a synthetic VGG-19 .mat --------------------------------------------------
 
 @pytest.fixture(scope="session")
