@@ -421,11 +421,12 @@ class Model:
     global step, the Adam update and the summaries)."""
 
     def __init__(self, vgg, training, debug=False, learning_rate=1e-4, precision="fp32",
-                 classes=None, variant=REFERENCE, strategy=None):
+                 classes=None, variant=REFERENCE, strategy=None, image_size=None):
         """classes: the datasets.ClassInfo (class count, ignore label, colours); ADE20K's when
         None. variant: 'reference' or 'paper' (see inference). strategy: a tf.distribute
         strategy (--distribute) to build the network once per replica, each on its equal part
-        of the batch fed; None: one device, as the reference."""
+        of the batch fed; None: one device, as the reference. image_size: the side of every
+        image fed (the placeholders' H and W, as the reference's), or None for any size."""
         classes = classes or datasets.class_info(ADE20K, ["class %d" % k for k in
                                                           range(ADE20K.num_classes)])
         # What training feeds keep_probability: each network's own dropout.
@@ -434,9 +435,9 @@ class Model:
         if strategy is not None:
             with strategy.scope():
                 self._build_replicated(strategy, vgg, training, debug, learning_rate, precision,
-                                       classes, variant)
+                                       classes, variant, image_size)
             return
-        self.image, self.annotation, self.keep_probability = input_placeholders()
+        self.image, self.annotation, self.keep_probability = input_placeholders(image_size)
         self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
                                                       vgg=vgg, debug=debug, precision=precision,
                                                       num_classes=classes.num_classes,
@@ -469,12 +470,12 @@ class Model:
         self.train_summary = tf.summary.merge_all()
 
     def _build_replicated(self, strategy, vgg, training, debug, learning_rate, precision,
-                          classes, variant):
+                          classes, variant, image_size):
         """The same attributes over the replicas of strategy: the placeholders take this worker's
         images; pred_annotation, logits and image_losses are its replicas' joined in batch order,
         loss the mean over every replica of every worker; stop_votes sums the stop_vote fed on
         each worker (Ctrl-C or SIGTERM there), so that all workers stop after the same step."""
-        self.image, self.annotation, self.keep_probability = input_placeholders()
+        self.image, self.annotation, self.keep_probability = input_placeholders(image_size)
         self.stop_vote = tf.placeholder_with_default(0.0, [], name="stop_vote")
         self.global_step = tf.train.get_or_create_global_step() if training else None
 
@@ -529,8 +530,19 @@ def build_model(settings, training, classes, vgg_from_checkpoint, strategy=None)
             vgg = load_vgg(settings["model_dir"], settings["variant"])
         model = Model(vgg, training, debug=settings["debug"] and training,
                       learning_rate=settings["learning_rate"], precision=settings["precision"],
-                      classes=classes, variant=settings["variant"], strategy=strategy)
+                      classes=classes, variant=settings["variant"], strategy=strategy,
+                      image_size=fed_image_size(settings, training))
     return graph, model
+
+
+def fed_image_size(settings, training):
+    """The side of every image the mode feeds, resized to it: --image_size for training,
+    visualize, validate and predict --resize; None where each image (or tile) keeps its own
+    size, predict and the export. A known size lets fc6 skip the taps on padding
+    (TensorflowUtils.conv2d_as_matmul)."""
+    fixed = training or settings["mode"] in ("visualize", "validate") or (
+        settings["mode"] == "predict" and settings["resize"])
+    return settings["image_size"] if fixed else None
 
 
 def session_config():

@@ -298,11 +298,12 @@ def conv2d_as_matmul(x, W, bias):
     the CPU's convolution kernels are slow and a GEMM is not (the README has the figures).
     W keeps its [k, k, in, out] shape and variable (the same checkpoints).
 
-    Where x's height and width are known when the graph is built (training, validate, a fixed
-    export size), a k x k kernel is one product per tap over only the output pixels whose input
-    under that tap lies inside x: with SAME padding the others multiply zeros (at 224x224, 43%
-    of fc6's multiply-adds), and a tap that sees only padding is left out. Otherwise (predict at
-    each image's size) it is one product over the k x k patches of x."""
+    Where x's height and width are known when the graph is built (training, validate,
+    visualize, predict --resize: FCN.fed_image_size), a k x k kernel is one product per tap
+    over only the output pixels whose input under that tap lies inside x: with SAME padding
+    the others multiply zeros (at 224x224, 43% of fc6's multiply-adds), and a tap that sees
+    only padding is left out. Otherwise (predict at each image's size, the export) it is one
+    product over the k x k patches of x."""
     W, bias = _as_compute_dtype(x, W, bias)
     k = W.shape.as_list()[0]
     height, width = x.shape.as_list()[1:3]

@@ -159,6 +159,22 @@ def test_no_summaries_without_debug(net):
     assert not [op for op in graph.get_operations() if op.type.endswith("Summary")]
 
 
+@pytest.mark.parametrize("mode,resize,fixed", [("train", False, True), ("validate", False, True),
+                                              ("predict", True, True), ("predict", False, False)])
+def test_a_mode_that_feeds_resized_images_fixes_their_size_and_fc6_skips_padding(
+        mode, resize, fixed, tmp_path):
+    # As the reference's placeholders: [None, 96, 96, 3] where every image fed is resized to
+    # --image_size; predict keeps each image's size. fc6 over patches only at unknown sizes.
+    settings = dict(FCN.current_settings(), mode=mode, resize=resize, image_size=96,
+                    model_dir=str(tmp_path))
+    graph, model = FCN.build_model(settings, mode == "train", None, vgg_from_checkpoint=True)
+    side = 96 if fixed else None
+    assert model.image.shape.as_list() == [None, side, side, 3]
+    assert model.annotation.shape.as_list() == [None, side, side, 1]
+    op_types = {op.type for op in graph.get_operations()}
+    assert ("ExtractImagePatches" in op_types) == (not fixed)
+
+
 def test_importing_fcn_parses_nothing_and_builds_nothing():
     code = ("import FCN, tensorflow.compat.v1 as tf; "
             "print(FCN.FLAGS.is_parsed(), len(tf.get_default_graph().get_operations()))")
