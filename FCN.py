@@ -531,16 +531,16 @@ def build_model(settings, training, classes, vgg_from_checkpoint, strategy=None)
         model = Model(vgg, training, debug=settings["debug"] and training,
                       learning_rate=settings["learning_rate"], precision=settings["precision"],
                       classes=classes, variant=settings["variant"], strategy=strategy,
-                      image_size=fed_image_size(settings, training))
+                      image_size=fed_image_size(settings))
     return graph, model
 
 
-def fed_image_size(settings, training):
-    """The side of every image the mode feeds, resized to it: --image_size for training,
+def fed_image_size(settings):
+    """The side of every image the mode feeds, resized to it: --image_size for train,
     visualize, validate and predict --resize; None where each image (or tile) keeps its own
     size, predict and the export. A known size lets fc6 skip the taps on padding
     (TensorflowUtils.conv2d_as_matmul)."""
-    fixed = training or settings["mode"] in ("visualize", "validate") or (
+    fixed = settings["mode"] in ("train", "visualize", "validate") or (
         settings["mode"] == "predict" and settings["resize"])
     return settings["image_size"] if fixed else None
 
