@@ -390,17 +390,16 @@ def counted_pixels(labels, ignore_label):
 def pixel_loss(logits, annotation, ignore_label=None, axis=None):
     """Mean softmax cross-entropy over the pixels; annotation is int [N,H,W,1].
 
-    ignore_label None: over every pixel, the reference's op. Otherwise over the pixels whose
+    ignore_label None: over every pixel, as the reference. Otherwise over the pixels whose
     label is not ignore_label; the ignored ones get exactly zero gradient (their cross-entropy
     is multiplied by 0). axis: None for one mean, [1, 2] for each image's mean.
     """
     labels = tf.squeeze(annotation, axis=[3])
     if ignore_label is None:
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            logits=logits, labels=labels, name="entropy"), axis=axis)
+        return tf.reduce_mean(utils.sparse_cross_entropy(logits, labels, name="entropy"),
+                              axis=axis)
     labels, weights = counted_pixels(labels, ignore_label)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(logits=logits, labels=labels,
-                                                            name="entropy")
+    losses = utils.sparse_cross_entropy(logits, labels, name="entropy")
     return (tf.reduce_sum(losses * weights, axis=axis)
             / tf.maximum(tf.reduce_sum(weights, axis=axis), 1.0))
 

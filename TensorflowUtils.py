@@ -460,6 +460,32 @@ def process_image(image, mean_pixel):
     return image - mean_pixel
 
 
+def sparse_cross_entropy(logits, labels, name=None):
+    """tf.nn.sparse_softmax_cross_entropy_with_logits(logits=logits, labels=labels): each
+    pixel's -log softmax(logits)[label], float32 [N, H, W] for logits [N, H, W, C] and int
+    labels [N, H, W] in [0, C), with its gradient softmax - one_hot(label).
+
+    The same function and gradient built from one softmax (oneDNN's kernel on the CPU), which
+    the README measures several times faster over the full-size logits than TensorFlow's fused
+    kernel. The loss is taken as max(logits) - log(max(softmax)) - logits[label]: equal to
+    -log(softmax[label]) but finite where that softmax underflows (max(softmax) >= 1/C).
+    """
+    @tf.custom_gradient
+    def cross_entropy(logits, labels):
+        probabilities = tf.nn.softmax(logits)
+        picked = tf.gather(logits, labels[..., None], batch_dims=labels.shape.rank)[..., 0]
+        losses = (tf.reduce_max(logits, axis=-1)
+                  - tf.math.log(tf.reduce_max(probabilities, axis=-1)) - picked)
+
+        def gradient(upstream):
+            one_hot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=probabilities.dtype)
+            return (probabilities - one_hot) * upstream[..., None], None
+        return losses, gradient
+
+    with tf.name_scope(name, "sparse_cross_entropy", [logits, labels]):
+        return cross_entropy(logits, labels)
+
+
 # ----------------------------------------------------------------------------------------------
 # Summaries (--debug)
 # ----------------------------------------------------------------------------------------------

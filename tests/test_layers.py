@@ -132,6 +132,44 @@ def test_conv2d_as_matmul_multiplies_only_the_taps_that_reach_the_map(side, prod
     assert [op.type for op in graph.get_operations()].count("MatMul") == products
 
 
+def numpy_cross_entropy(logits, labels):
+    """-log softmax(logits)[label] per pixel and its gradient softmax - one_hot, in float64
+    from the definitions (log-sum-exp shifted by the maximum)."""
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=-1))
+    picked = np.take_along_axis(shifted, labels[..., None], axis=-1)[..., 0]
+    softmax = np.exp(shifted - log_sum[..., None])
+    one_hot = np.eye(logits.shape[-1])[labels]
+    return log_sum - picked, softmax - one_hot
+
+
+def test_sparse_cross_entropy_is_the_softmax_cross_entropy():
+    rng = np.random.RandomState(5)
+    logits = (4 * rng.randn(2, 3, 4, 7)).astype(np.float32)
+    # Pixels where the label's softmax underflows float32 (its logit 200 below another):
+    # -log of it would be infinite; the loss is 200 (and 300).
+    logits[0, 0, 0] = 0.0
+    logits[0, 0, 0, 3] = 200.0
+    logits[1, 2, 3] = np.linspace(-150, 150, 7)
+    labels = rng.randint(0, 7, (2, 3, 4)).astype(np.int32)
+    labels[0, 0, 0] = 1
+    labels[1, 2, 3] = 0
+    upstream = rng.rand(2, 3, 4).astype(np.float32)
+    with tf.Graph().as_default():
+        logits_t = tf.constant(logits)
+        losses = utils.sparse_cross_entropy(logits_t, tf.constant(labels))
+        grad = tf.gradients(losses, logits_t, grad_ys=tf.constant(upstream))[0]
+        with tf.Session() as sess:
+            got_losses, got_grad = sess.run([losses, grad])
+    expected_losses, expected_softmax_grad = numpy_cross_entropy(logits, labels)
+    assert got_losses.shape == (2, 3, 4) and np.all(np.isfinite(got_losses))
+    assert got_losses[0, 0, 0] >= 200 and got_losses[1, 2, 3] >= 300
+    np.testing.assert_allclose(got_losses, expected_losses, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_grad, expected_softmax_grad * upstream[..., None],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_bf16_bias_gradient_is_summed_in_float32():
     # 64x64x8 values near 1: a bfloat16 accumulator stops growing near 256 (its spacing there
     # is 2), where the true sum is 32,768. TensorFlow's BiasAddGrad does that on the CPU.
