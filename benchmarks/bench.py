@@ -49,7 +49,7 @@ READER_RESULT_PREFIX = "READER_RESULT "
 # Sizes of one run. "full" is what the report's figures mean; "quick" only proves the script works.
 SETTINGS = {
     "full": dict(image_size=224, train_batches=(10, 2), inference_batch=10,
-                 ceiling_shape=(8, 56, 56, 256), convs_per_run=4, warmup=1,
+                 ceiling_shape=(8, 56, 56, 256), convs_per_run=4, warmup=2,
                  timed_runs={"ceiling": 5, "large_batch": 5, "small_batch": 5, "loop": 3},
                  reader_records=(200, 2000), reader_batch=10, source_image=(512, 683),
                  distinct_files=40),
@@ -237,8 +237,8 @@ def cpu_share(cpu_seconds, wall_seconds, cores):
 
 def time_runs(run, warmup, repeats):
     """(seconds of each of `repeats` calls of run(), cpu_share over them), after `warmup`
-    untimed calls (graph optimisation and oneDNN primitive creation happen on the first call of
-    a shape)."""
+    untimed calls: graph optimisation and oneDNN primitive creation happen on the first call of
+    a shape, and a training step is still slower on the second (the README gives the figures)."""
     for _ in range(warmup):
         run()
     seconds = []
