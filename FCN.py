@@ -140,6 +140,9 @@ VGG19_MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
 # Deliberate (the reference): the head starts from conv5_3 before its ReLU and skips conv5_4,
 # which is built but feeds nothing; the paper pools VGG's last ReLU.
 HEAD_INPUT = "conv5_3"
+CONV_T3_STRIDE = 8  # the reference's x8 upsampling to the input size (W_t3 is 16x16)
+# The graph collection where inference leaves (logits, their phase groups) for pixel_loss.
+PHASE_SCORES = "fcn_phase_scores"
 # --variant: the faithful port (its 44 variables under inference/), or FCN-8s as the paper and its
 # Caffe code define it (its variables under paper/, named after the paper's layers).
 REFERENCE, PAPER = "reference", "paper"
@@ -356,14 +359,28 @@ def inference(image, keep_prob, vgg=None, debug=None, precision=None,
         b_t3 = utils.bias_variable([num_classes], name="b_t3")
         # conv2d_transpose_strided(fuse_2, W_t3, b_t3, [N, H, W, classes], stride=8), computed
         # faster as four dense 2x2 convolutions interleaved by a transpose (H, W are
-        # multiples of 32, so the output is exactly 8x fuse_2).
-        conv_t3 = utils.upsample_by_phases(fuse_2, W_t3, b_t3, stride=8)
-
+        # multiples of 32, so the output is exactly 8x fuse_2): utils.upsample_by_phases.
         # The softmax, the loss and the argmax in float32 whatever the precision.
-        conv_t3 = tf.cast(conv_t3, tf.float32)
-        annotation_pred = tf.argmax(conv_t3, axis=3, name="prediction")
+        groups = [tf.cast(group, tf.float32)
+                  for group in utils.phase_groups(fuse_2, W_t3, b_t3, stride=CONV_T3_STRIDE)]
+        conv_t3 = utils.interleave_phases(groups)
+        # The argmax and the loss (pixel_loss) per phase group: the same values, without
+        # moving every pixel's class scores through the interleave.
+        tf.add_to_collection(PHASE_SCORES, (conv_t3, groups))
+        annotation_pred = utils.interleave_phases(
+            [tf.expand_dims(tf.argmax(group, axis=-1), -1) for group in groups])
+        annotation_pred = tf.squeeze(annotation_pred, axis=[3], name="prediction")
 
     return tf.expand_dims(annotation_pred, axis=3), conv_t3
+
+
+def phase_scores(logits):
+    """The phase groups that inference interleaved into logits (utils.phase_groups), or None
+    when logits did not come from it (the paper variant, or any other tensor)."""
+    for interleaved, groups in tf.get_collection(PHASE_SCORES):
+        if interleaved is logits:
+            return groups
+    return None
 
 
 def train(loss_val, var_list, learning_rate=None, debug=None, global_step=None):
@@ -395,13 +412,27 @@ def pixel_loss(logits, annotation, ignore_label=None, axis=None):
     is multiplied by 0). axis: None for one mean, [1, 2] for each image's mean.
     """
     labels = tf.squeeze(annotation, axis=[3])
-    if ignore_label is None:
-        return tf.reduce_mean(utils.sparse_cross_entropy(logits, labels, name="entropy"),
-                              axis=axis)
-    labels, weights = counted_pixels(labels, ignore_label)
-    losses = utils.sparse_cross_entropy(logits, labels, name="entropy")
-    return (tf.reduce_sum(losses * weights, axis=axis)
-            / tf.maximum(tf.reduce_sum(weights, axis=axis), 1.0))
+    groups = phase_scores(logits)
+    if groups is None:
+        pairs, pixel_axes = [(logits, labels)], axis
+    else:  # the same pixels in inference's phase order: [N, H/8, W/8, 4, 4] each
+        pairs = list(zip(groups, utils.phase_order(labels, CONV_T3_STRIDE)))
+        pixel_axes = None if axis is None else [1, 2, 3, 4]
+    with tf.name_scope("entropy"):
+        if ignore_label is None:
+            summed = [tf.reduce_sum(utils.sparse_cross_entropy(scores, group_labels),
+                                    axis=pixel_axes) for scores, group_labels in pairs]
+            counted = tf.cast(tf.size(labels) if axis is None
+                              else tf.shape(labels)[1] * tf.shape(labels)[2], tf.float32)
+        else:
+            summed, weight_sums = [], []
+            for scores, group_labels in pairs:
+                group_labels, weights = counted_pixels(group_labels, ignore_label)
+                losses = utils.sparse_cross_entropy(scores, group_labels)
+                summed.append(tf.reduce_sum(losses * weights, axis=pixel_axes))
+                weight_sums.append(tf.reduce_sum(weights, axis=pixel_axes))
+            counted = tf.maximum(tf.add_n(weight_sums), 1.0)
+        return tf.add_n(summed) / counted
 
 
 def input_placeholders(image_size=None):

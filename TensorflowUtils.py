@@ -399,16 +399,26 @@ def bilinear_upsample(x, factor):
 def upsample_by_phases(x, W, b, stride):
     """conv2d_transpose_strided(x, W, b, output_shape=[N, stride*H, stride*W, C], stride) for a
     kernel of side 2*stride (the head's 16x16 stride-8 conv_t3), computed as four dense 2x2
-    convolutions and a transpose that interleaves their outputs, over the same W: the same
-    function and the same variable, faster on the CPU (the README has the figures).
+    convolutions (phase_groups) and a transpose that interleaves their outputs
+    (interleave_phases), over the same W: the same function and the same variable, faster on
+    the CPU (the README has the figures)."""
+    return interleave_phases(phase_groups(x, W, b, stride))
+
+
+def phase_groups(x, W, b, stride):
+    """upsample_by_phases before the interleave: four tensors [N, H, W, half, half, C]
+    (half = stride / 2), the groups (g_row, g_col) = (0, 0), (0, 1), (1, 0), (1, 1), whose
+    element [n, i, j, r', r'_col] is the output pixel [n, stride*i + half*g_row + r',
+    stride*j + half*g_col + r'_col]. A per-pixel computation (the argmax, the loss) can be done
+    on them before or without the interleave (phase_order arranges labels the same way).
 
     Why it is equal. With SAME padding the transposed convolution puts input pixel q's kernel
     tap t at output row y = stride*q + t - stride/2. Write y = stride*i + r (r the phase) and
-    r = half*g + r' (half = stride/2, g in {0, 1}): the taps reaching y come from the two input
-    rows q = i - 1 + g + d (d in {0, 1}), tap t = stride*(1 - d) + half*(1 - g) + r'. So for each
+    r = half*g + r' (g in {0, 1}): the taps reaching y come from the two input rows
+    q = i - 1 + g + d (d in {0, 1}), tap t = stride*(1 - d) + half*(1 - g) + r'. So for each
     (g_row, g_col) the outputs of its half x half phases are one 2x2 convolution of x, padded
     one row before for g = 0 or after for g = 1, with a kernel that is a block permutation of W
-    (every tap used exactly once). A transpose interleaves the stride x stride phases.
+    (every tap used exactly once).
     """
     W, b = _as_compute_dtype(x, W, b)
     side, _, channels_out, channels_in = W.shape.as_list()
@@ -416,35 +426,58 @@ def upsample_by_phases(x, W, b, stride):
         raise ValueError("upsample_by_phases needs an even stride and a kernel of twice the "
                          "stride, not %dx%d with stride %d" % (side, side, stride))
     half = stride // 2
-    phase_channels = half * half * channels_out
     # W's rows t = stride*a + half*b + r' with a = 1 - d, b = 1 - g; the same for columns.
     blocks = tf.reverse(tf.reshape(W, [2, 2, half, 2, 2, half, channels_out, channels_in]),
                         axis=[0, 1, 3, 4])  # d, g, r', d_col, g_col, r'_col, out, in
     phase_bias = tf.tile(b, [half * half])
-    outputs = []
+    shape = tf.shape(x)
+    groups = []
     # unstack, then 6-D transposes: one 8-D transpose of W, or slicing each group out (whose
     # gradients are zero-filled copies), measured several times slower.
     for g_row, row_blocks in enumerate(tf.unstack(blocks, axis=1)):
         for g_col, block in enumerate(tf.unstack(row_blocks, axis=3)):
             # block: d, r', d_col, r'_col, out, in -> kernel: d, d_col, in, (r', r'_col, out)
             kernel = tf.reshape(tf.transpose(block, [0, 2, 5, 1, 3, 4]),
-                                [2, 2, channels_in, phase_channels])
+                                [2, 2, channels_in, half * half * channels_out])
             # A pad per group rather than one pad and four slices: a slice's gradient is a
             # zero-filled copy, a pad's is a slice; and a VALID convolution keeps the gradients
             # on oneDNN, where explicit padding sends them to Eigen (far slower for bf16).
             padded = tf.pad(x, [[0, 0], [1 - g_row, g_row], [1 - g_col, g_col], [0, 0]])
-            outputs.append(bias_add(tf.nn.conv2d(padded, kernel, strides=1, padding="VALID"),
-                                    phase_bias))
-    # Interleave the phases: output row stride*i + half*g + r' and column stride*j +
-    # half*g_col + r'_col. One transpose (6-D, with n*h and (r'_col, out) merged) does it,
-    # faster than concat + transpose + depth_to_space.
-    shape = tf.shape(x)
-    phases = tf.reshape(tf.stack(outputs, axis=3),  # n*h, w, g, g_col, r', (r'_col, out)
-                        tf.stack([shape[0] * shape[1], shape[2], 2, 2, half,
-                                  half * channels_out]))
-    phases = tf.transpose(phases, [0, 2, 4, 1, 3, 5])  # n*h, g, r', w, g_col, (r'_col, out)
+            scores = bias_add(tf.nn.conv2d(padded, kernel, strides=1, padding="VALID"),
+                              phase_bias)
+            groups.append(tf.reshape(scores, tf.stack([shape[0], shape[1], shape[2], half,
+                                                       half, channels_out])))
+    return groups
+
+
+def interleave_phases(groups):
+    """phase_groups' four [N, H, W, half, half, C] tensors (any dtype) -> [N, 2*half*H,
+    2*half*W, C], each element at its output pixel."""
+    shape = tf.shape(groups[0])
+    half, channels = groups[0].shape.as_list()[4:]
+    stride = 2 * half
+    # Output row stride*i + half*g + r' and column stride*j + half*g_col + r'_col. One
+    # transpose (6-D, with n*h and (r'_col, C) merged) does it, faster than concat + transpose
+    # + depth_to_space. The groups are stacked as 4-D maps: TFLite packs no 7-D tensors.
+    flat = [tf.reshape(group, tf.stack([shape[0], shape[1], shape[2], half * half * channels]))
+            for group in groups]
+    phases = tf.reshape(tf.stack(flat, axis=3),  # n*h, w, g, g_col, r', (r'_col, C)
+                        tf.stack([shape[0] * shape[1], shape[2], 2, 2, half, half * channels]))
+    phases = tf.transpose(phases, [0, 2, 4, 1, 3, 5])  # n*h, g, r', w, g_col, (r'_col, C)
     return tf.reshape(phases, tf.stack([shape[0], stride * shape[1], stride * shape[2],
-                                        channels_out]))
+                                        channels]))
+
+
+def phase_order(labels, stride):
+    """labels [N, stride*H, stride*W] as phase_groups orders the pixels: four [N, H, W, half,
+    half], so that labels and scores meet pixel by pixel without interleaving the scores."""
+    shape = tf.shape(labels)
+    half = stride // 2
+    h, w = shape[1] // stride, shape[2] // stride
+    # row stride*i + half*g + r' -> [n, i, g, r', j, g_col, r'_col] -> [g, g_col, n, i, j, r', r'_col]
+    grouped = tf.transpose(tf.reshape(labels, tf.stack([shape[0], h, 2, half, w, 2, half])),
+                           [2, 5, 0, 1, 4, 3, 6])
+    return [group for row in tf.unstack(grouped, num=2) for group in tf.unstack(row, num=2)]
 
 
 def max_pool_2x2(x):
@@ -462,8 +495,8 @@ def process_image(image, mean_pixel):
 
 def sparse_cross_entropy(logits, labels, name=None):
     """tf.nn.sparse_softmax_cross_entropy_with_logits(logits=logits, labels=labels): each
-    pixel's -log softmax(logits)[label], float32 [N, H, W] for logits [N, H, W, C] and int
-    labels [N, H, W] in [0, C), with its gradient softmax - one_hot(label).
+    pixel's -log softmax(logits)[label], float32 [...] for logits [..., C] and int labels [...]
+    in [0, C), with its gradient softmax - one_hot(label).
 
     The same function and gradient built from one softmax (oneDNN's kernel on the CPU), which
     the README measures several times faster over the full-size logits than TensorFlow's fused
@@ -471,19 +504,22 @@ def sparse_cross_entropy(logits, labels, name=None):
     -log(softmax[label]) but finite where that softmax underflows (max(softmax) >= 1/C).
     """
     @tf.custom_gradient
-    def cross_entropy(logits, labels):
+    def cross_entropy(logits, labels):  # [P, C], [P]
         probabilities = tf.nn.softmax(logits)
-        picked = tf.gather(logits, labels[..., None], batch_dims=labels.shape.rank)[..., 0]
-        losses = (tf.reduce_max(logits, axis=-1)
-                  - tf.math.log(tf.reduce_max(probabilities, axis=-1)) - picked)
+        picked = tf.gather(logits, labels[:, None], batch_dims=1)[:, 0]
+        losses = (tf.reduce_max(logits, axis=1)
+                  - tf.math.log(tf.reduce_max(probabilities, axis=1)) - picked)
 
         def gradient(upstream):
-            one_hot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=probabilities.dtype)
-            return (probabilities - one_hot) * upstream[..., None], None
+            one_hot = tf.one_hot(labels, tf.shape(logits)[1], dtype=probabilities.dtype)
+            return (probabilities - one_hot) * upstream[:, None], None
         return losses, gradient
 
     with tf.name_scope(name, "sparse_cross_entropy", [logits, labels]):
-        return cross_entropy(logits, labels)
+        # As rows of classes: oneDNN's softmax takes at most 5 dimensions.
+        losses = cross_entropy(tf.reshape(logits, tf.stack([-1, tf.shape(logits)[-1]])),
+                               tf.reshape(labels, [-1]))
+        return tf.reshape(losses, tf.shape(labels))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -221,3 +221,54 @@ def test_the_head_computes_what_the_reference_builds(vgg):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     np.testing.assert_allclose(relu6, expected_relu6, rtol=1e-4,
                                atol=1e-4 * np.abs(expected_relu6).max())
+
+
+def test_phase_order_puts_each_label_where_phase_groups_put_its_pixel():
+    stride, half = 8, 4
+    labels = np.random.RandomState(2).randint(0, 1000, (2, 16, 24)).astype(np.int32)
+    with tf.Graph().as_default():
+        groups = utils.phase_order(tf.constant(labels), stride)
+        back = utils.interleave_phases([tf.expand_dims(group, -1) for group in groups])
+        with tf.Session() as sess:
+            got, got_back = sess.run([groups, back])
+    for index, (g_row, g_col) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        assert got[index].shape == (2, 2, 3, half, half)
+        for n, i, j, r, c in np.ndindex(*got[index].shape):
+            assert got[index][n, i, j, r, c] == labels[n, stride * i + half * g_row + r,
+                                                       stride * j + half * g_col + c]
+    np.testing.assert_array_equal(got_back[..., 0], labels)
+
+
+@pytest.mark.parametrize("ignore_label,axis", [(None, None), (255, None), (255, [1, 2])])
+def test_the_networks_loss_and_prediction_are_those_of_its_logits(vgg, ignore_label, axis):
+    # FCN.inference's loss and argmax work on conv_t3's phase groups: they must equal the
+    # cross-entropy and argmax of the interleaved logits, values and gradients.
+    rng = np.random.RandomState(6)
+    images = rng.uniform(0, 255, (2, 64, 96, 3))
+    annotation = rng.randint(0, FCN.NUM_OF_CLASSESS, (2, 64, 96, 1)).astype(np.int32)
+    if ignore_label is not None:
+        annotation[0, :20] = ignore_label
+    with tf.Graph().as_default():
+        image, annotation_t, _ = FCN.input_placeholders()
+        pred, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        loss = FCN.pixel_loss(logits, annotation_t, ignore_label, axis)
+        # tf.identity hides the phase groups: the loss of the interleaved tensor itself.
+        plain = FCN.pixel_loss(tf.identity(logits), annotation_t, ignore_label, axis)
+        with tf.variable_scope("inference", reuse=True):
+            head = [tf.get_variable(name) for name in ("W_t3", "b_t3", "W8")]
+        grads, plain_grads = (tf.gradients(tf.reduce_sum(l), head) for l in (loss, plain))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            got = sess.run([pred, logits, loss, grads, plain_grads],
+                           {image: images, annotation_t: annotation})
+    got_pred, got_logits, got_loss, got_grads, expected_grads = got
+    np.testing.assert_array_equal(got_pred[..., 0], got_logits.argmax(axis=3))
+    labels = annotation[..., 0]
+    counted = np.ones(labels.shape) if ignore_label is None else labels != ignore_label
+    losses, _ = numpy_cross_entropy(got_logits, np.where(counted, labels, 0))
+    pixel_axes = None if axis is None else tuple(axis)
+    expected = (losses * counted).sum(axis=pixel_axes) / counted.sum(axis=pixel_axes)
+    np.testing.assert_allclose(got_loss, expected, rtol=1e-5)
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        np.testing.assert_allclose(got_grad, expected_grad, rtol=1e-4,
+                                   atol=1e-5 * np.abs(expected_grad).max())
