@@ -6,12 +6,12 @@ Sections (each prints its rows; --json writes them all, nested, to FILE):
   ceiling    GFLOP/s of one 3x3 256->256 convolution, fp32 and bf16: what this CPU and
              TensorFlow's kernels reach on the network's most common layer shape.
   train      images/s of the full step (forward, backward, Adam), data fed from numpy arrays,
-             and its GFLOP/s from the analytic count (fcn8s_forward_gflop), as a fraction of
-             the fp32 ceiling.
+             and its GFLOP/s from the analytic count (benchmarks/flop_count.py), as a
+             fraction of the fp32 ceiling.
   inference  the same for the forward pass alone, fetching the prediction.
   reader     BatchDatset.next_batch images/s, time to the first batch and peak RSS, on JPEGs
              and PNGs generated here; each record count runs in a fresh process, so that its
-             peak RSS is the reader's and not this process's.
+             peak RSS is the reader's and not this process's (benchmarks/reader_bench.py).
   end_to_end the training loop fed by the reader against the step alone.
 
 Every timing is taken over several timed runs after warm-up. The summary printed first leads
@@ -27,9 +27,7 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,10 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from datasets import ADE20K  # noqa: E402
-
-NUM_CLASSES = ADE20K.num_classes  # the reference's network, whose FLOPs are counted
-READER_RESULT_PREFIX = "READER_RESULT "
+from benchmarks.flop_count import (NUM_CLASSES, TRAIN_FLOP_FACTOR, conv_gflop,  # noqa: E402
+                                   fcn8s_forward_gflop, fcn8s_gflop_by_layer)
+from benchmarks.measuring import spread, summarize_times, time_runs  # noqa: E402
+from benchmarks.reader_bench import make_reader_data, reader_section  # noqa: E402
 
 # Sizes of one run. "full" is what the report's figures mean; "quick" only proves the script works.
 SETTINGS = {
@@ -61,79 +59,11 @@ SETTINGS = {
 }
 
 
-# ----------------------------------------------------------------------------------------------
-# The analytic FLOP count (pure)
-# ----------------------------------------------------------------------------------------------
-
-def _halve(size, times):
-    """The side after `times` 2x2 stride-2 SAME pools: each rounds up."""
-    for _ in range(times):
-        size = -(-size // 2)
-    return size
-
-
-def fcn8s_conv_layers(h, w):
-    """The convolutions of FCN-8s on an h x w image, in order, as
-    (name, out_height, out_width, dense_kernel_side, cin, cout).
-
-    The VGG convolutions after FCN.HEAD_INPUT (conv5_4) are left out: they feed nothing and are
-    pruned. A transposed convolution of kernel k and stride s does (k/s)^2 multiply-adds per
-    output pixel per channel pair (each output sees k/s input pixels per axis), so it is listed
-    as a dense convolution of side k/s at its output resolution.
-    """
-    import FCN
-    from TensorflowUtils import VGG19_BLOCKS
-    layers = []
-    for pools, convs in enumerate(VGG19_BLOCKS):
-        for name, cin, cout in convs:
-            layers.append((name, _halve(h, pools), _halve(w, pools), 3, cin, cout))
-            if name == FCN.HEAD_INPUT:
-                break
-    h32, w32 = _halve(h, 5), _halve(w, 5)
-    layers += [("fc6", h32, w32, 7, 512, 4096),
-               ("fc7", h32, w32, 1, 4096, 4096),
-               ("fc8", h32, w32, 1, 4096, NUM_CLASSES),
-               # Transposed: kernel 4 stride 2 -> side 2; kernel 16 stride 8 -> side 2.
-               ("conv_t1", _halve(h, 4), _halve(w, 4), 4 // 2, NUM_CLASSES, 512),
-               ("conv_t2", _halve(h, 3), _halve(w, 3), 4 // 2, 512, 256),
-               ("conv_t3", h, w, 16 // 8, 256, NUM_CLASSES)]
-    return layers
-
-
-def conv_gflop(out_h, out_w, k, cin, cout):
-    """2 * H * W * k * k * cin * cout: one multiply and one add per weight per output pixel."""
-    return 2.0 * out_h * out_w * k * k * cin * cout / 1e9
-
-
-def fcn8s_gflop_by_layer(h, w):
-    """{layer name: forward GFLOP} for one h x w image."""
-    return {name: conv_gflop(oh, ow, k, cin, cout)
-            for name, oh, ow, k, cin, cout in fcn8s_conv_layers(h, w)}
-
-
-def fcn8s_forward_gflop(h, w):
-    """Forward GFLOP of FCN-8s's convolutions for one h x w image (about 66.3 at 224x224)."""
-    return sum(fcn8s_gflop_by_layer(h, w).values())
-
-
-# A training step is taken as 3x the forward: the backward pass computes, per convolution, the
-# gradient of its input and of its kernel, each as much work as the forward.
-TRAIN_FLOP_FACTOR = 3.0
 
 
 # ----------------------------------------------------------------------------------------------
 # Small helpers (pure)
 # ----------------------------------------------------------------------------------------------
-
-def summarize_times(seconds, work_per_run):
-    """{'best': work/s of the fastest run, 'median': work/s of the median run} for timed runs."""
-    return {"best": work_per_run / min(seconds), "median": work_per_run / statistics.median(seconds)}
-
-
-def spread(seconds):
-    """(slowest - fastest) / median of timed runs: how much the runs disagreed."""
-    return (max(seconds) - min(seconds)) / statistics.median(seconds)
-
 
 # The summary's rows: (label, dotted key of the row in the results). Each row's median,
 # best and spread are printed.
@@ -224,47 +154,6 @@ def format_table(results):
     return "\n".join("%-*s  %s" % (width, key, format_value(value)) for key, value in rows)
 
 
-def process_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_share(cpu_seconds, wall_seconds, cores):
-    """The fraction of the machine this process used: 1.0 when it kept every core busy. Well
-    below 1 during a compute-bound measurement means others took cores from it (the load)."""
-    return cpu_seconds / (wall_seconds * cores)
-
-
-def time_runs(run, warmup, repeats):
-    """(seconds of each of `repeats` calls of run(), cpu_share over them), after `warmup`
-    untimed calls: graph optimisation and oneDNN primitive creation happen on the first call of
-    a shape, and a training step is still slower on the second (the README gives the figures)."""
-    for _ in range(warmup):
-        run()
-    seconds = []
-    cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    share = cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
-                      len(os.sched_getaffinity(0)))
-    return seconds, share
-
-
-def rss_mb():
-    """This process's resident set now, from /proc/self/status (MB)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
-
-
 # ----------------------------------------------------------------------------------------------
 # TensorFlow set-up
 # ----------------------------------------------------------------------------------------------
@@ -312,7 +201,7 @@ def measure_ceiling(dtype_name, shape, convs_per_run, warmup, repeats, config):
 
 
 # ----------------------------------------------------------------------------------------------
-# 2., 3. and 5. The network
+# 2., 3. and 5. The network (4., the reader, is benchmarks/reader_bench.py)
 # ----------------------------------------------------------------------------------------------
 
 def random_vgg_weights(seed=0):
@@ -454,111 +343,6 @@ def end_to_end_section(sess, t, settings, reader_data):
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. The reader
-# ----------------------------------------------------------------------------------------------
-
-def synthetic_scene(rng, height, width):
-    """An image with the smooth regions and edges of a photo (so that its JPEG has a photo's size
-    and decoding cost, which noise would not) and its label map, uint8 0..150."""
-    rows, cols = 6, 8
-    labels_coarse = rng.randint(0, NUM_CLASSES, (rows, cols)).astype(np.uint8)
-    colours = rng.randint(0, 256, (rows, cols, 3)).astype(np.float32)
-    ys = np.minimum(np.arange(height) * rows // height, rows - 1)
-    xs = np.minimum(np.arange(width) * cols // width, cols - 1)
-    label = labels_coarse[ys][:, xs]
-    shade = np.linspace(0.7, 1.0, width, dtype=np.float32)[None, :, None]
-    image = colours[ys][:, xs] * shade + rng.normal(0, 6, (height, width, 3))
-    return np.clip(image, 0, 255).astype(np.uint8), label
-
-
-def write_distinct_pairs(folder, count, size, seed=0):
-    """count distinct (jpg, png) pairs of size (h, w) in folder; returns their paths."""
-    import imageio.v2 as imageio
-    rng = np.random.RandomState(seed)
-    pairs = []
-    for i in range(count):
-        image, label = synthetic_scene(rng, *size)
-        jpg, png = (os.path.join(folder, "source_%04d.%s" % (i, ext)) for ext in ("jpg", "png"))
-        imageio.imwrite(jpg, image, quality=90)
-        imageio.imwrite(png, label)
-        pairs.append((jpg, png))
-    return pairs
-
-
-def link_records(folder, pairs, count):
-    """count records {'image', 'annotation', 'filename'} in folder, each a hard link (a copy where
-    links are refused) of one of the distinct pairs, in turn: distinct names, shared content."""
-    import shutil
-    os.makedirs(folder, exist_ok=True)
-    records = []
-    for i in range(count):
-        stem = "ADE_bench_%06d" % i
-        record = {"filename": stem}
-        for key, source in zip(("image", "annotation"), pairs[i % len(pairs)]):
-            path = os.path.join(folder, stem + os.path.splitext(source)[1])
-            try:
-                os.link(source, path)
-            except OSError:
-                shutil.copyfile(source, path)
-            record[key] = path
-        records.append(record)
-    return records
-
-
-def make_reader_data(folder, settings):
-    """{record count: records}, generated in folder."""
-    pairs = write_distinct_pairs(folder, settings["distinct_files"], settings["source_image"])
-    return {n: link_records(os.path.join(folder, "records%d" % n), pairs, n)
-            for n in settings["reader_records"]}
-
-
-def reader_child(records_path, batch, size):
-    """Runs in a fresh process: one epoch of next_batch over the records in records_path (JSON);
-    prints the measurements as one JSON line."""
-    from BatchDatsetReader import BatchDatset
-    with open(records_path) as f:
-        records = json.load(f)
-    baseline = rss_mb()
-    start = time.perf_counter()
-    with BatchDatset(records, {"resize": True, "resize_size": size}) as reader:
-        reader.next_batch(batch)
-        first, cpu_first = time.perf_counter(), process_cpu_seconds()
-        batches = len(records) // batch
-        for _ in range(batches - 1):
-            reader.next_batch(batch)
-        end = time.perf_counter()
-        share = cpu_share(process_cpu_seconds() - cpu_first, end - first,
-                          len(os.sched_getaffinity(0)))
-    result = {"records": len(records), "batch": batch, "first_batch_s": first - start,
-              "images_per_s": (batches - 1) * batch / (end - first), "cpu_share": share,
-              "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline,
-              "reader_rss_mb": peak_rss_mb() - baseline}
-    print(READER_RESULT_PREFIX + json.dumps(result))
-
-
-def run_reader_child(records, folder, batch, size):
-    records_path = os.path.join(folder, "records%d.json" % len(records))
-    with open(records_path, "w") as f:
-        json.dump(records, f)
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--reader-child",
-                           records_path, str(batch), str(size)],
-                          capture_output=True, text=True, cwd=ROOT)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(READER_RESULT_PREFIX)]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError("the reader benchmark failed (exit %d):\n%s"
-                           % (done.returncode, done.stderr[-2000:]))
-    result = json.loads(lines[-1][len(READER_RESULT_PREFIX):])
-    del result["records"], result["batch"]
-    return result
-
-
-def reader_section(reader_data, folder, settings):
-    return {"records%d" % n: run_reader_child(records, folder, settings["reader_batch"],
-                                              settings["image_size"])
-            for n, records in sorted(reader_data.items())}
-
-
-# ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
 
@@ -633,18 +417,11 @@ def parse_args(argv):
     parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both",
                         help="the network's precision(s); the ceiling is always measured in both")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
-    # Internal: one reader measurement in a fresh process (see reader_child).
-    parser.add_argument("--reader-child", nargs=3, metavar=("RECORDS", "BATCH", "SIZE"),
-                        help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.reader_child:
-        records_path, batch, size = args.reader_child
-        reader_child(records_path, int(batch), int(size))
-        return 0
     results = run(SETTINGS["quick" if args.quick else "full"], args.precision)
     print()
     print(format_summary(results))

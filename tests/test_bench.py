@@ -1,4 +1,4 @@
-"""benchmarks/bench.py: the analytic FLOP count against a hand count, its small helpers, and a
+"""benchmarks/: the analytic FLOP count against a hand count, the small helpers, and a
 --quick run whose table and JSON hold every row, each a finite positive number (nothing about
 speed is asserted)."""
 import json
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import bench
+from benchmarks import bench, flop_count, measuring, reader_bench
 from tests.project import ROOT
 
 
@@ -35,11 +35,11 @@ def test_forward_gflop_of_a_32x32_image_equals_a_hand_count():
                   + 2 * 4 * 4 * 4 * 512 * 256  # conv_t2 -> 4x4 (pool3's size)
                   + 2 * 32 * 32 * 4 * 256 * 151)  # conv_t3 -> 32x32
     assert vgg == 777_388_032 and head == 240_312_320 and upsampling == 335_921_152
-    assert bench.fcn8s_forward_gflop(32, 32) == pytest.approx(1.353621504, rel=1e-12)
+    assert flop_count.fcn8s_forward_gflop(32, 32) == pytest.approx(1.353621504, rel=1e-12)
 
 
 def test_a_few_layers_of_the_32x32_count_by_hand():
-    layers = bench.fcn8s_gflop_by_layer(32, 32)
+    layers = flop_count.fcn8s_gflop_by_layer(32, 32)
     assert layers["conv1_1"] == pytest.approx(3_538_944 / 1e9)
     assert layers["conv5_3"] == pytest.approx(18_874_368 / 1e9)
     assert layers["fc6"] == pytest.approx(205_520_896 / 1e9)
@@ -49,8 +49,8 @@ def test_a_few_layers_of_the_32x32_count_by_hand():
 
 
 def test_the_224_count_is_the_reference_66_gflop_and_its_largest_layers():
-    layers = bench.fcn8s_gflop_by_layer(224, 224)
-    assert bench.fcn8s_forward_gflop(224, 224) == pytest.approx(66.4, abs=0.1)
+    layers = flop_count.fcn8s_gflop_by_layer(224, 224)
+    assert flop_count.fcn8s_forward_gflop(224, 224) == pytest.approx(66.4, abs=0.1)
     ranked = sorted(layers, key=layers.get, reverse=True)
     # The x8 upsampling at full resolution, then fc6's 7x7x512x4096, then the 3x3 convolutions.
     assert ranked[:2] == ["conv_t3", "fc6"]
@@ -58,26 +58,26 @@ def test_the_224_count_is_the_reference_66_gflop_and_its_largest_layers():
 
 
 def test_the_count_grows_with_the_area():
-    assert bench.fcn8s_forward_gflop(448, 448) == pytest.approx(4 * bench.fcn8s_forward_gflop(
+    assert flop_count.fcn8s_forward_gflop(448, 448) == pytest.approx(4 * flop_count.fcn8s_forward_gflop(
         224, 224))
-    assert bench.fcn8s_forward_gflop(64, 96) == pytest.approx(
-        1.5 * bench.fcn8s_forward_gflop(64, 64))
+    assert flop_count.fcn8s_forward_gflop(64, 96) == pytest.approx(
+        1.5 * flop_count.fcn8s_forward_gflop(64, 64))
 
 
 def test_sides_that_are_not_multiples_of_32_round_up_like_same_pooling():
     # 33 pools to 17, 9, 5, 3, 2: fc6 runs on 2x2.
-    layers = bench.fcn8s_gflop_by_layer(33, 33)
+    layers = flop_count.fcn8s_gflop_by_layer(33, 33)
     assert layers["fc6"] == pytest.approx(4 * 205_520_896 / 1e9)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
 
 def test_summarize_times_gives_work_per_second_of_the_best_and_the_median_run():
-    assert bench.summarize_times([2.0, 4.0, 1.0], 10.0) == {"best": 10.0, "median": 5.0}
+    assert measuring.summarize_times([2.0, 4.0, 1.0], 10.0) == {"best": 10.0, "median": 5.0}
 
 
 def test_spread_is_the_range_of_the_runs_over_their_median():
-    assert bench.spread([10.0, 12.0, 11.0, 10.5, 13.0]) == pytest.approx(3.0 / 11.0)
+    assert measuring.spread([10.0, 12.0, 11.0, 10.5, 13.0]) == pytest.approx(3.0 / 11.0)
 
 
 def test_throughput_row_divides_medians_by_the_median_ceiling_and_bests_by_the_best():
@@ -131,7 +131,7 @@ def test_cpu_model_is_the_first_model_name():
 
 def test_synthetic_labels_are_class_indices_of_the_image_size():
     import numpy as np
-    image, label = bench.synthetic_scene(np.random.RandomState(0), 40, 50)
+    image, label = reader_bench.synthetic_scene(np.random.RandomState(0), 40, 50)
     assert image.shape == (40, 50, 3) and image.dtype == np.uint8
     assert label.shape == (40, 50) and label.dtype == np.uint8 and label.max() <= 150
 

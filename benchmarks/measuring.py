@@ -1,0 +1,58 @@
+"""How benchmarks/bench.py and benchmarks/reader_bench.py time and weigh a run: timed runs after
+warm-up, their median, best and spread, this process's share of the cores, its memory."""
+import os
+import resource
+import statistics
+import time
+
+
+def summarize_times(seconds, work_per_run):
+    """{'best': work/s of the fastest run, 'median': work/s of the median run} for timed runs."""
+    return {"best": work_per_run / min(seconds),
+            "median": work_per_run / statistics.median(seconds)}
+
+
+def spread(seconds):
+    """(slowest - fastest) / median of timed runs: how much the runs disagreed."""
+    return (max(seconds) - min(seconds)) / statistics.median(seconds)
+
+
+def process_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_share(cpu_seconds, wall_seconds, cores):
+    """The fraction of the machine this process used: 1.0 when it kept every core busy. Well
+    below 1 during a compute-bound measurement means others took cores from it (the load)."""
+    return cpu_seconds / (wall_seconds * cores)
+
+
+def time_runs(run, warmup, repeats):
+    """(seconds of each of `repeats` calls of run(), cpu_share over them), after `warmup`
+    untimed calls: graph optimisation and oneDNN primitive creation happen on the first call of
+    a shape, and a training step is still slower on the second (the README gives the figures)."""
+    for _ in range(warmup):
+        run()
+    seconds = []
+    cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    share = cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
+                      len(os.sched_getaffinity(0)))
+    return seconds, share
+
+
+def rss_mb():
+    """This process's resident set now, from /proc/self/status (MB)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
