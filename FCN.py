@@ -24,6 +24,7 @@ import random
 import sys
 import time
 import warnings
+import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter off; errors stay
 
@@ -141,8 +142,10 @@ VGG19_MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
 # which is built but feeds nothing; the paper pools VGG's last ReLU.
 HEAD_INPUT = "conv5_3"
 CONV_T3_STRIDE = 8  # the reference's x8 upsampling to the input size (W_t3 is 16x16)
-# The graph collection where inference leaves (logits, their phase groups) for pixel_loss.
-PHASE_SCORES = "fcn_phase_scores"
+# inference's logits -> their phase groups, for pixel_loss: {graph: {logits' name: the groups'
+# names}}, weakly keyed and holding only names, so that a graph's entries go with it. Not a
+# graph collection of tuples: a Saver warns at every checkpoint that it cannot serialize one.
+_PHASE_SCORES = weakref.WeakKeyDictionary()
 # --variant: the faithful port (its 44 variables under inference/), or FCN-8s as the paper and its
 # Caffe code define it (its variables under paper/, named after the paper's layers).
 REFERENCE, PAPER = "reference", "paper"
@@ -366,7 +369,7 @@ def inference(image, keep_prob, vgg=None, debug=None, precision=None,
         conv_t3 = utils.interleave_phases(groups)
         # The argmax and the loss (pixel_loss) per phase group: the same values, without
         # moving every pixel's class scores through the interleave.
-        tf.add_to_collection(PHASE_SCORES, (conv_t3, groups))
+        _PHASE_SCORES.setdefault(conv_t3.graph, {})[conv_t3.name] = [g.name for g in groups]
         annotation_pred = utils.interleave_phases(
             [tf.expand_dims(tf.argmax(group, axis=-1), -1) for group in groups])
         annotation_pred = tf.squeeze(annotation_pred, axis=[3], name="prediction")
@@ -377,10 +380,8 @@ def inference(image, keep_prob, vgg=None, debug=None, precision=None,
 def phase_scores(logits):
     """The phase groups that inference interleaved into logits (utils.phase_groups), or None
     when logits did not come from it (the paper variant, or any other tensor)."""
-    for interleaved, groups in tf.get_collection(PHASE_SCORES):
-        if interleaved is logits:
-            return groups
-    return None
+    names = _PHASE_SCORES.get(logits.graph, {}).get(logits.name)
+    return None if names is None else [logits.graph.get_tensor_by_name(n) for n in names]
 
 
 def train(loss_val, var_list, learning_rate=None, debug=None, global_step=None):

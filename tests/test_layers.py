@@ -272,3 +272,15 @@ def test_the_networks_loss_and_prediction_are_those_of_its_logits(vgg, ignore_la
     for got_grad, expected_grad in zip(got_grads, expected_grads):
         np.testing.assert_allclose(got_grad, expected_grad, rtol=1e-4,
                                    atol=1e-5 * np.abs(expected_grad).max())
+
+
+def test_the_phase_groups_are_found_for_inferences_logits_only(vgg):
+    with tf.Graph().as_default():
+        image, _, _ = FCN.input_placeholders()
+        _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        groups = FCN.phase_scores(logits)
+        assert [group.shape.as_list() for group in groups] == [[None, None, None, 4, 4, 151]] * 4
+        assert FCN.phase_scores(tf.identity(logits)) is None
+    with tf.Graph().as_default():  # the same tensor name in another graph
+        image, _, _ = FCN.input_placeholders()
+        assert FCN.phase_scores(tf.identity(tf.zeros([1]), name=logits.op.name)) is None
