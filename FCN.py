@@ -17,7 +17,6 @@ One rule for their optional arguments: an argument left None takes its command-l
 (the flag's default when no command line was parsed), as the reference read FLAGS.debug.
 """
 import contextlib
-import json
 import math
 import os
 import random
@@ -46,10 +45,11 @@ import command_line  # noqa: E402
 import datasets  # noqa: E402
 import devices  # noqa: E402
 import distribute  # noqa: E402
+import run_settings  # noqa: E402
 import tiles  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # noqa: E402
-                    temporary_name, write_json_atomically, writing)
+                    write_json_atomically, writing)
 
 FLAGS = tf.flags.FLAGS
 
@@ -592,7 +592,6 @@ MAX_IMAGE_SIZE = 4096
 MAX_IMAGE_SIZE_REASON = ("memory grows with the pixel count, and one training image of "
                          "4096x4096 already needs about 90 GiB; e.g. 224 (the default) or 512")
 INTERPOLATIONS = ("nearest", "bilinear")
-SETTINGS_NAME = "settings.json"
 # What training writes of its validation subset at each checkpoint (metrics.scores' keys).
 VALIDATION_SCALARS = ("pixel_accuracy", "mean_iou")
 
@@ -742,39 +741,6 @@ def _read_records(settings, classes=None):
 
 # ---- train -------------------------------------------------------------------------------------
 
-SETTINGS_HISTORY_NAME = "settings_history.json"
-
-
-def settings_history(path):
-    """The list of earlier runs' settings in the history file at path; [] when there is none.
-    A file that is not such a list is kept aside (renamed), never overwritten."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            history = json.load(f)
-        if isinstance(history, list):
-            return history
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError):
-        pass
-    kept = temporary_name(path).replace(".part-", ".unreadable-")
-    print("Warning: %s is not a list of settings; kept as %s, a new history begun" % (path, kept))
-    os.replace(path, kept)
-    return []
-
-
-def record_settings(logs_dir, settings):
-    """Writes settings to <logs_dir>/settings.json, this run's, and appends them to
-    settings_history.json, every run's since the first, oldest first (both atomically)."""
-    history_path = os.path.join(logs_dir, SETTINGS_HISTORY_NAME)
-    with writing(history_path):
-        history = settings_history(history_path) + [settings]
-        write_json_atomically(history_path, history)
-    path = os.path.join(logs_dir, SETTINGS_NAME)
-    with writing(path):
-        write_json_atomically(path, settings)
-
-
 def run_train(settings):
     import evaluation
     logs_dir = settings["logs_dir"]
@@ -798,7 +764,7 @@ def run_train(settings):
             check_variant(init_from, settings, "--init_from")
         if chief:
             # What this run is, beside the checkpoints it produces, once its checks have passed.
-            record_settings(logs_dir, dict(settings, tensorflow=tf.__version__,
+            run_settings.record(logs_dir, dict(settings, tensorflow=tf.__version__,
                                            started=time.strftime("%Y-%m-%d %H:%M:%S")))
             classes_path = os.path.join(logs_dir, datasets.CLASSES_NAME)
             with writing(classes_path):

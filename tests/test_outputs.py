@@ -20,6 +20,7 @@ import pytest
 
 import FCN
 import guards
+import run_settings
 from guards import FCNError, TrainLock
 from tests.make_dataset import make_folder_dataset
 from tests.project import FCN_PY, SMALL, mounted_tmpfs, run_fcn
@@ -198,8 +199,8 @@ def test_a_really_full_disk_at_validate_and_at_the_train_lock(full_tmpfs, folder
 
 def test_settings_are_written_once_the_checks_pass_and_earlier_ones_kept(tmp_path):
     logs = str(tmp_path)
-    FCN.record_settings(logs, {"run": 1})
-    FCN.record_settings(logs, {"run": 2})
+    run_settings.record(logs, {"run": 1})
+    run_settings.record(logs, {"run": 2})
     with open(os.path.join(logs, "settings.json")) as f:
         assert json.load(f) == {"run": 2}
     with open(os.path.join(logs, "settings_history.json")) as f:
@@ -211,7 +212,7 @@ def test_a_damaged_settings_history_is_kept_aside_not_overwritten(tmp_path, caps
     logs = str(tmp_path)
     with open(os.path.join(logs, "settings_history.json"), "w") as f:
         f.write("{not json")
-    FCN.record_settings(logs, {"run": 3})
+    run_settings.record(logs, {"run": 3})
     with open(os.path.join(logs, "settings_history.json")) as f:
         assert json.load(f) == [{"run": 3}]
     kept = [n for n in os.listdir(logs) if ".unreadable-" in n]
