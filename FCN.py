@@ -765,7 +765,7 @@ def run_train(settings):
         if chief:
             # What this run is, beside the checkpoints it produces, once its checks have passed.
             run_settings.record(logs_dir, dict(settings, tensorflow=tf.__version__,
-                                           started=time.strftime("%Y-%m-%d %H:%M:%S")))
+                                               started=time.strftime("%Y-%m-%d %H:%M:%S")))
             classes_path = os.path.join(logs_dir, datasets.CLASSES_NAME)
             with writing(classes_path):
                 write_json_atomically(classes_path, dict(datasets.info_to_json(classes),

@@ -474,7 +474,8 @@ def phase_order(labels, stride):
     shape = tf.shape(labels)
     half = stride // 2
     h, w = shape[1] // stride, shape[2] // stride
-    # row stride*i + half*g + r' -> [n, i, g, r', j, g_col, r'_col] -> [g, g_col, n, i, j, r', r'_col]
+    # row stride*i + half*g + r' -> [n, i, g, r', j, g_col, r'_col]
+    #                            -> [g, g_col, n, i, j, r', r'_col]
     grouped = tf.transpose(tf.reshape(labels, tf.stack([shape[0], h, 2, half, w, 2, half])),
                            [2, 5, 0, 1, 4, 3, 6])
     return [group for row in tf.unstack(grouped, num=2) for group in tf.unstack(row, num=2)]

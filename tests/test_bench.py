@@ -58,8 +58,8 @@ def test_the_224_count_is_the_reference_66_gflop_and_its_largest_layers():
 
 
 def test_the_count_grows_with_the_area():
-    assert flop_count.fcn8s_forward_gflop(448, 448) == pytest.approx(4 * flop_count.fcn8s_forward_gflop(
-        224, 224))
+    assert flop_count.fcn8s_forward_gflop(448, 448) == pytest.approx(
+        4 * flop_count.fcn8s_forward_gflop(224, 224))
     assert flop_count.fcn8s_forward_gflop(64, 96) == pytest.approx(
         1.5 * flop_count.fcn8s_forward_gflop(64, 64))
 
