@@ -45,6 +45,7 @@ import command_line  # noqa: E402
 import datasets  # noqa: E402
 import devices  # noqa: E402
 import distribute  # noqa: E402
+import predict_files  # noqa: E402
 import run_settings  # noqa: E402
 import tiles  # noqa: E402
 from datasets import ADE20K  # noqa: E402
@@ -1033,32 +1034,6 @@ def run_validate(settings):
     return result
 
 
-def list_images(path):
-    """The image files at --image path: the file itself, or the images in the folder (sorted)."""
-    from BatchDatsetReader import IMAGE_EXTENSIONS
-    if os.path.isdir(path):
-        found = sorted(os.path.join(path, name) for name in os.listdir(path)
-                       if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
-        if not found:
-            raise FCNError("--image %s is a folder with no images (%s)"
-                           % (path, ", ".join(IMAGE_EXTENSIONS)))
-        return found
-    if not os.path.exists(path):
-        raise FCNError("--image %s does not exist; pass an image file or a folder" % path)
-    return [path]
-
-
-def pad_to_multiple(image, multiple, fill):
-    """image [h,w,3] padded at the bottom and right to multiples of `multiple`, with the pixel
-    fill (the mean pixel: zero once the network subtracts it). Returns (padded, (h, w))."""
-    h, w = image.shape[:2]
-    padded_h, padded_w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-    padded = np.empty((padded_h, padded_w, 3), dtype=np.float32)
-    padded[:] = np.asarray(fill, dtype=np.float32)
-    padded[:h, :w] = image
-    return padded, (h, w)
-
-
 def check_predict_settings(settings):
     """Refuses tile and size flags that cannot work."""
     problem = tiles.tiling_problem(settings["tile_size"], settings["tile_overlap"])
@@ -1075,29 +1050,6 @@ def predict_classes(settings):
     return datasets.stored_classes(settings["logs_dir"]) or dataset_classes(settings)
 
 
-def output_stems(paths):
-    """{path: the stem of its outputs}: the file's stem, or, for inputs that share a stem
-    (same.jpg, same.png), the stem and the source's extension (same_jpg), so that no result
-    overwrites another. Where that still collides (a file named same_jpg.png), a number is
-    added."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    counts = {}
-    for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    # Unique stems first: their names never change.
-    result = {p: stem for p, stem in zip(paths, stems) if counts[stem] == 1}
-    taken = set(result.values())
-    for path, stem in zip(paths, stems):
-        if counts[stem] == 1:
-            continue
-        name = "%s_%s" % (stem, os.path.splitext(path)[1][1:])
-        candidate, k = name, 2
-        while candidate in taken:
-            candidate, k = "%s_%d" % (name, k), k + 1
-        taken.add(candidate)
-        result[path] = candidate
-    return {p: result[p] for p in paths}
-
 
 def predict_labels(sess, model, image, settings, mean_pixel):
     """The uint8 [h, w] labels of image uint8 [h, w, 3]: downscaled first to --max_size, padded
@@ -1112,7 +1064,7 @@ def predict_labels(sess, model, image, settings, mean_pixel):
     small_h, small_w = tiles.downscaled_size(h, w, settings["max_size"])
     if (small_h, small_w) != (h, w):
         image = dataset.resize_image(image, small_h, small_w, settings["interpolation"])
-    padded, _ = pad_to_multiple(image, 32, mean_pixel)
+    padded, _ = tiles.pad_to_multiple(image, tiles.ALIGN, mean_pixel)
     labels = tiles.predict_tiled(
         padded, settings["tile_size"], settings["tile_overlap"],
         lambda crop: _predict(sess, model, crop[None])[0, :, :, 0].astype(np.uint8))
@@ -1124,13 +1076,13 @@ def predict_labels(sess, model, image, settings, mean_pixel):
 
 def run_predict(settings):
     import BatchDatsetReader as dataset
-    paths = list_images(settings["image"])
+    paths = predict_files.list_images(settings["image"])
     output_dir = settings["output_dir"] or os.path.join(settings["logs_dir"], "predictions")
     ensure_writable_dir(output_dir, "output_dir")
     classes = predict_classes(settings)
     graph, model, sess, _, _ = _restored_session(settings, classes)
     mean_pixel = mean_pixel_for_restore(settings["model_dir"])
-    stems = output_stems(paths)
+    stems = predict_files.output_stems(paths)
     done, failures = 0, []
     with sess:
         for path in paths:

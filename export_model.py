@@ -30,6 +30,7 @@ import tensorflow.compat.v1 as tf
 
 import checkpoints
 import datasets
+import tiles
 from guards import FCNError, process_is_alive, remove_quietly, temporary_name, \
     ensure_writable_dir, write_json_atomically
 
@@ -51,7 +52,6 @@ INPUT = "images"  # uint8 [N, H, W, 3], RGB
 OUTPUTS = ("labels", "confidence")  # int32 [N, H, W]; float32 [N, H, W]
 CLASS_NAMES_ASSET = "classes.txt"  # one class name per line, line 1 class 0
 MANIFEST_NAME = "export.json"
-MULTIPLE = 32  # the network downsamples by 32: H and W are padded to multiples of it
 # With protobuf's compiled backend tf2onnx was killed at about 20 GB on the full network.
 CONVERTER_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 
@@ -141,7 +141,7 @@ def refuse_existing_version(version_dir):
 
 def pad_to_multiple(images, multiple, fill):
     """float images [N, h, w, 3] padded at the bottom and right to multiples of `multiple` with
-    the pixel fill, as FCN.pad_to_multiple does for predict (one pad per channel: tf.pad fills
+    the pixel fill, as tiles.pad_to_multiple does for predict (one pad per channel: tf.pad fills
     with one value)."""
     shape = tf.shape(images)
     # (m - side % m) % m, not floormod(-side, m): tf2onnx converts FloorMod of a negative
@@ -223,7 +223,7 @@ def build_export_graph(fcn, settings, classes, image_size=None):
     graph = tf.Graph()
     with graph.as_default():
         images = tf.placeholder(tf.uint8, shape, name=INPUT)
-        padded = pad_to_multiple(tf.cast(images, tf.float32), MULTIPLE, mean_pixel)
+        padded = pad_to_multiple(tf.cast(images, tf.float32), tiles.ALIGN, mean_pixel)
         tf.train.import_meta_graph(meta_graph, input_map={
             model.image.name: padded, model.keep_probability.name: tf.constant(1.0)})
         prediction = graph.get_tensor_by_name(model.pred_annotation.name)

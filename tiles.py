@@ -12,6 +12,17 @@ import numpy as np
 ALIGN = 32  # the network's total downsampling: tile origins and sizes are multiples of it
 
 
+def pad_to_multiple(image, multiple, fill):
+    """image [h,w,3] padded at the bottom and right to multiples of `multiple`, with the pixel
+    fill (the mean pixel: zero once the network subtracts it). Returns (padded, (h, w))."""
+    h, w = image.shape[:2]
+    padded_h, padded_w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    padded = np.empty((padded_h, padded_w, 3), dtype=np.float32)
+    padded[:] = np.asarray(fill, dtype=np.float32)
+    padded[:h, :w] = image
+    return padded, (h, w)
+
+
 def tiling_problem(tile, overlap, align=ALIGN):
     """None when tiles of `tile` pixels overlapping by `overlap` can be cut; else what is wrong,
     in words that name the flags. tile 0 means no tiling."""

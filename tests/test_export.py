@@ -13,6 +13,7 @@ from PIL import Image
 
 import FCN
 import export_model
+import tiles
 from guards import FCNError
 from tests.make_dataset import FOLDER_CLASSES, make_folder_dataset
 from tests.project import ROOT, SMALL, run_fcn
@@ -373,7 +374,7 @@ def test_the_graphs_padding_equals_predicts():
     for c in range(3):
         assert (ours[37:, :, c] == np.float32(mean[c])).all()
         assert (ours[:, 70:, c] == np.float32(mean[c])).all()
-    np.testing.assert_array_equal(ours, FCN.pad_to_multiple(image, 32, mean)[0])
+    np.testing.assert_array_equal(ours, tiles.pad_to_multiple(image, 32, mean)[0])
 
 
 @pytest.mark.parametrize("text, formats", [

@@ -190,11 +190,3 @@ def test_palette_is_distinct_with_class_0_black():
 def test_step_from_checkpoint_name():
     assert checkpoints.step_from_checkpoint_name(os.path.join("logs", "model.ckpt-500")) == 500
     assert checkpoints.step_from_checkpoint_name("model.ckpt") == 0
-
-
-def test_pad_to_multiple_fills_with_the_mean_pixel():
-    image = np.ones((33, 64, 3), np.float32)
-    padded, size = FCN.pad_to_multiple(image, 32, [1.0, 2.0, 3.0])
-    assert padded.shape == (64, 64, 3) and size == (33, 64)
-    np.testing.assert_array_equal(padded[33:], np.broadcast_to([1.0, 2.0, 3.0], (31, 64, 3)))
-    np.testing.assert_array_equal(padded[:33], 1.0)

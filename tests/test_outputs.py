@@ -18,7 +18,6 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-import FCN
 import guards
 import run_settings
 from guards import FCNError, TrainLock
@@ -228,16 +227,6 @@ def test_a_training_run_appends_its_settings(folder_model):
         assert history[-1] == json.load(f)
     assert history[-1]["dataset"] == "folder" and history[-1]["max_iterations"] == 2
 
-
-# ---- output names ------------------------------------------------------------------------------
-
-def test_output_stems():
-    assert FCN.output_stems(["a/x.jpg", "a/y.png"]) == {"a/x.jpg": "x", "a/y.png": "y"}
-    assert FCN.output_stems(["a/same.jpg", "a/same.png", "a/other.png"]) == {
-        "a/same.jpg": "same_jpg", "a/same.png": "same_png", "a/other.png": "other"}
-    # A file already named like the disambiguated one keeps its name; the other gets a number.
-    assert FCN.output_stems(["a/same.jpg", "a/same.png", "a/same_jpg.png"]) == {
-        "a/same.jpg": "same_jpg_2", "a/same.png": "same_png", "a/same_jpg.png": "same_jpg"}
 
 
 def write_images(folder, sizes, seed=0):

@@ -78,6 +78,14 @@ def test_downscaled_size():
     assert tiles.downscaled_size(3000, 4000, 0) == (3000, 4000)
 
 
+def test_pad_to_multiple_fills_with_the_mean_pixel():
+    image = np.ones((33, 64, 3), np.float32)
+    padded, size = tiles.pad_to_multiple(image, 32, [1.0, 2.0, 3.0])
+    assert padded.shape == (64, 64, 3) and size == (33, 64)
+    np.testing.assert_array_equal(padded[33:], np.broadcast_to([1.0, 2.0, 3.0], (31, 64, 3)))
+    np.testing.assert_array_equal(padded[:33], 1.0)
+
+
 # ---- stitching, with a function of known reach -------------------------------------------------
 
 def box_labels(image, radius):
