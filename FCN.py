@@ -50,7 +50,7 @@ import run_settings  # noqa: E402
 import tiles  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir,  # noqa: E402
-                    write_json_atomically, writing)
+                    error_summary, write_json_atomically, writing)
 
 FLAGS = tf.flags.FLAGS
 
@@ -826,22 +826,14 @@ def distributed_cluster(settings):
 
 
 def _train_session(cluster):
-    if cluster is None:
-        return tf.Session(config=session_config())
-    return tf.Session(cluster.start(tf), config=cluster.config)
+    return tf.Session(config=session_config()) if cluster is None else cluster.session(tf)
 
 
 def run_with_workers(sess, cluster, fetches, feed_dict, last_checkpoint, starting=False):
-    """sess.run; under --distribute, a step that waits more than --worker_timeout for the other
-    workers (one died, hangs, or never started) stops this one with an FCNError."""
+    """sess.run; under --distribute, Cluster.run: a lost worker stops this one."""
     if cluster is None:
         return sess.run(fetches, feed_dict=feed_dict)
-    try:
-        return sess.run(fetches, feed_dict=feed_dict, options=cluster.run_options(tf))
-    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
-            tf.errors.AbortedError, tf.errors.CancelledError) as e:
-        raise FCNError(distribute.lost_worker_message(
-            cluster.timeout, checkpoints.error_summary(e), last_checkpoint, starting))
+    return cluster.run(tf, sess, fetches, feed_dict, last_checkpoint, starting)
 
 
 def score_validation_subset(settings, sess, model, subset, classes, writer, step):
@@ -1097,7 +1089,7 @@ def run_predict(settings):
                 continue
             except (MemoryError, tf.errors.ResourceExhaustedError) as e:
                 reason = "%s is too large to predict (%s)" % (
-                    path, checkpoints.error_summary(e) if str(e) else type(e).__name__)
+                    path, error_summary(e) if str(e) else type(e).__name__)
                 failures.append(reason)
                 print("Warning: %s; skipped: pass a smaller --tile_size or a --max_size"
                       % reason)

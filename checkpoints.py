@@ -18,8 +18,8 @@ import re
 import tensorflow.compat.v1 as tf
 from google.protobuf import text_format
 
-from guards import (DISK_FULL_TEXTS, FCNError, atomic_path, format_size, free_space,
-                    is_disk_full, remove_quietly)
+from guards import (DISK_FULL_TEXTS, FCNError, atomic_path, error_summary, format_size,
+                    free_space, is_disk_full, remove_quietly)
 
 CHECKPOINT_PREFIX = "model.ckpt"
 KEEP_CHECKPOINTS = 5  # the newest ones kept on disk; older ones are deleted as new ones come
@@ -37,15 +37,6 @@ def step_from_checkpoint_name(path):
     suffix = os.path.basename(path).rsplit("-", 1)
     return int(suffix[1]) if len(suffix) == 2 and suffix[1].isdigit() else 0
 
-
-def error_summary(error):
-    """The line of a TensorFlow error that says what went wrong: its messages start with lines
-    such as 'Graph execution error:' and carry the stack of the op that failed."""
-    noise = ("Graph execution error", "Detected at node", "Node:", "File ", "[[", "Hint:",
-             "Original stack trace", "Errors may have originated", "Caused by op")
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(noise)]
-    return (useful or lines or [type(error).__name__])[0]
 
 
 # ---- what the folder holds ---------------------------------------------------------------------

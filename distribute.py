@@ -12,7 +12,7 @@ import json
 import os
 import re
 
-from guards import FCNError
+from guards import FCNError, error_summary
 
 MODES = ("none", "mirrored", "multi_worker")
 ALL_REDUCES = ("auto", "nccl", "ring")
@@ -212,9 +212,21 @@ class Cluster:
             self.target = self.server.target
         return self.target
 
-    def run_options(self, tf):
-        """Every step waits at most --worker_timeout seconds for the other workers."""
-        return tf.RunOptions(timeout_in_ms=self.timeout * 1000)
+    def session(self, tf):
+        """A session with the strategy's configuration, on this worker's server (multi_worker)."""
+        return tf.Session(self.start(tf), config=self.config)
+
+    def run(self, tf, sess, fetches, feed_dict, last_checkpoint, starting=False):
+        """sess.run waiting at most --worker_timeout seconds for the other workers: a step that
+        waits longer (one died, hangs, or never started) stops this one with an FCNError naming
+        last_checkpoint."""
+        try:
+            return sess.run(fetches, feed_dict=feed_dict,
+                            options=tf.RunOptions(timeout_in_ms=self.timeout * 1000))
+        except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+                tf.errors.AbortedError, tf.errors.CancelledError) as e:
+            raise FCNError(lost_worker_message(self.timeout, error_summary(e), last_checkpoint,
+                                               starting))
 
     def describe(self):
         where = ("worker %d of %d (%s %d)" % (self.rank, self.num_workers, self.task.task_type,

@@ -65,6 +65,16 @@ def format_size(nbytes):
         size /= 1024
 
 
+def error_summary(error):
+    """The line of a TensorFlow error that says what went wrong: its messages start with lines
+    such as 'Graph execution error:' and carry the stack of the op that failed."""
+    noise = ("Graph execution error", "Detected at node", "Node:", "File ", "[[", "Hint:",
+             "Original stack trace", "Errors may have originated", "Caused by op")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(noise)]
+    return (useful or lines or [type(error).__name__])[0]
+
+
 DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
 
 

@@ -24,7 +24,7 @@ import tensorflow.compat.v1 as tf
 import BatchDatsetReader as reader
 import distribute
 import read_MITSceneParsingData as scene_parsing
-from guards import FCNError
+from guards import FCNError, error_summary
 from tests.project import FCN_PY, ROOT, SMALL
 
 HANG = 900  # seconds: only against a hang, never an assertion about speed
@@ -126,6 +126,37 @@ def test_a_lost_worker_is_one_line_naming_the_timeout_and_the_checkpoint():
     assert line.startswith("the other workers did not all start")
     assert "no checkpoint was saved yet" in line and "\n" not in line
 
+
+
+def test_a_step_that_waits_past_the_timeout_stops_with_the_lost_worker_line():
+    # A dequeue from an empty queue waits as a step waits for a worker that never answers.
+    settings = {"distribute": "mirrored", "devices": "CPU:0", "all_reduce": "auto",
+                "worker_timeout": 1, "batch_size": 2}
+    cluster = distribute.Cluster(tf, settings, 0)
+    with tf.Graph().as_default():
+        queue = tf.FIFOQueue(1, tf.float32, shapes=[])
+        waiting, answered = queue.dequeue(), tf.constant(3.0) * 2
+        with cluster.session(tf) as sess:
+            assert cluster.run(tf, sess, answered, {}, None) == 6.0
+            started = time.monotonic()
+            with pytest.raises(FCNError) as caught:
+                cluster.run(tf, sess, waiting, {}, "logs/model.ckpt-4")
+            assert time.monotonic() - started < HANG
+    line = str(caught.value)
+    assert line.startswith("a worker stopped answering") and "\n" not in line
+    assert "--worker_timeout=1 s (" in line and "the last checkpoint is logs/model.ckpt-4" in line
+    # The cause is TensorFlow's own line, not its "Graph execution error:" header or op stack.
+    assert "Graph execution error" not in line and "Detected at node" not in line
+
+
+def test_the_summary_of_a_tensorflow_error_is_its_cause_line():
+    with tf.Graph().as_default(), tf.Session() as sess:
+        shape = tf.placeholder(tf.int32, [2])
+        with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+            sess.run(tf.reshape(tf.zeros([6]), shape), {shape: [2, 2]})
+    assert str(caught.value).startswith("Graph execution error")
+    assert error_summary(caught.value) == (
+        "Input to reshape is a tensor with 6 values, but the requested shape has 4")
 
 # ---- mirrored over 2 CPU devices ----------------------------------------------------------------
 
