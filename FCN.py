@@ -237,7 +237,15 @@ def _fc_as_conv(x, shape, index, keep_prob, debug):
     relu = tf.nn.relu(utils.conv2d_as_matmul(x, W, b), name="relu" + index)
     if debug:
         utils.add_activation_summary(relu)
-    return tf.nn.dropout(relu, rate=tf.cast(1.0 - keep_prob, relu.dtype))
+    return _dropout(relu, keep_prob)
+
+
+def _dropout(x, keep_prob, name=None):
+    # keep_prob None: a graph that only predicts has no dropout, which at keep 1 would still
+    # draw a random number for every activation.
+    if keep_prob is None:
+        return x
+    return tf.nn.dropout(x, rate=tf.cast(1.0 - keep_prob, x.dtype), name=name)
 
 
 def _pretrained_or_zeros(weights, name, shape):
@@ -286,7 +294,7 @@ def paper_fcn8s(processed_image, keep_prob, weights, num_classes, debug):
             fc = tf.nn.relu(utils.conv2d_as_matmul(fc, W, b), name="relu" + name[2:])
             if debug:
                 utils.add_activation_summary(fc)
-            fc = tf.nn.dropout(fc, rate=tf.cast(1.0 - keep_prob, fc.dtype), name="drop" + name[2:])
+            fc = _dropout(fc, keep_prob, name="drop" + name[2:])
         score_fr = _score(fc, "score_fr", 4096, num_classes)
         score_pool4 = _score(net["pool4"], "score_pool4", 512, num_classes)
         upscore2 = _learned_upsample_x2(score_fr, score_pool4, "upscore2", num_classes)
@@ -310,6 +318,8 @@ def inference(image, keep_prob, vgg=None, debug=None, precision=None,
     num_classes: ADE20K's 151 by default; only W8, b8, W_t1, W_t3 and b_t3 depend on it.
     variant: 'reference' (the faithful port) or 'paper' (paper_fcn8s; weights must then hold fc6
     and fc7, as load_vgg(variant='paper') gives them).
+    keep_prob: fc6's and fc7's dropout keep probability (a tensor or a number); None for a graph
+    that only predicts: no dropout ops at all (the same values as keep 1).
     Returns (annotation_pred [N,H,W,1] int64, logits [N,H,W,num_classes]).
     """
     debug = _flag("debug") if debug is None else debug
@@ -470,7 +480,9 @@ class Model:
                                        classes, variant, image_size)
             return
         self.image, self.annotation, self.keep_probability = input_placeholders(image_size)
-        self.pred_annotation, self.logits = inference(self.image, self.keep_probability,
+        # A graph that does not train is fed keep 1 (the placeholder stays for its callers).
+        self.pred_annotation, self.logits = inference(self.image,
+                                                      self.keep_probability if training else None,
                                                       vgg=vgg, debug=debug, precision=precision,
                                                       num_classes=classes.num_classes,
                                                       variant=variant)
@@ -514,9 +526,9 @@ class Model:
         def replica(image, annotation, keep_probability, stop_vote):
             image = distribute.local_slice(tf, image, strategy)
             annotation = distribute.local_slice(tf, annotation, strategy)
-            pred, logits = inference(image, keep_probability, vgg=vgg, debug=debug,
-                                     precision=precision, num_classes=classes.num_classes,
-                                     variant=variant)
+            pred, logits = inference(image, keep_probability if training else None, vgg=vgg,
+                                     debug=debug, precision=precision,
+                                     num_classes=classes.num_classes, variant=variant)
             loss = pixel_loss(logits, annotation, classes.loss_ignore_label)
             outputs = [pred, logits, loss, tf.identity(stop_vote),
                        pixel_loss(logits, annotation, classes.loss_ignore_label, axis=[1, 2])]

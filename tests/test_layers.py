@@ -284,3 +284,46 @@ def test_the_phase_groups_are_found_for_inferences_logits_only(vgg):
     with tf.Graph().as_default():  # the same tensor name in another graph
         image, _, _ = FCN.input_placeholders()
         assert FCN.phase_scores(tf.identity(tf.zeros([1]), name=logits.op.name)) is None
+
+
+def _random_op_count(graph):
+    return sum(op.type == "RandomUniform" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("variant", [FCN.REFERENCE, FCN.PAPER])
+def test_a_graph_that_only_predicts_has_no_dropout_and_the_same_values(vgg, variant):
+    # The same weights in a graph with dropout fed keep 1 and in one built with keep_prob None.
+    weights = vgg
+    if variant == FCN.PAPER:
+        rng = np.random.RandomState(8)
+        weights = (dict(vgg[0], **{name: ((rng.standard_normal(shape) * 0.01).astype(np.float32),
+                                          np.zeros(shape[3], np.float32))
+                                   for name, shape in utils.VGG19_FC_SHAPES}), vgg[1])
+    images = np.random.RandomState(7).uniform(0, 255, (2, 64, 64, 3))
+    results, values = [], None
+    for keep in ("placeholder", None):
+        with tf.Graph().as_default() as graph:
+            image, _, keep_prob = FCN.input_placeholders()
+            pred, logits = FCN.inference(image, keep_prob if keep else None, vgg=weights,
+                                         debug=False, variant=variant)
+            random_ops = _random_op_count(graph)
+            with tf.Session() as sess:
+                sess.run(tf.global_variables_initializer())
+                if values is None:
+                    values = sess.run(tf.trainable_variables())
+                else:
+                    for variable, value in zip(tf.trainable_variables(), values):
+                        variable.load(value, sess)
+                results.append((random_ops, sess.run([pred, logits],
+                                                     {image: images, keep_prob: 1.0})))
+    (with_dropout, (pred_a, logits_a)), (without, (pred_b, logits_b)) = results
+    assert (with_dropout, without) == (2, 0)  # fc6's and fc7's dropout, then none
+    np.testing.assert_array_equal(logits_b, logits_a)
+    np.testing.assert_array_equal(pred_b, pred_a)
+
+
+def test_only_a_training_model_draws_dropout(vgg):
+    for training, expected in ((True, 2), (False, 0)):
+        with tf.Graph().as_default() as graph:
+            FCN.Model(vgg, training, image_size=64)
+            assert _random_op_count(graph) == expected
