@@ -17,7 +17,10 @@ Sections (each prints its rows; --json writes them all, nested, to FILE):
 Every timing is taken over several timed runs after warm-up. The summary printed first leads
 with the medians (the figure to quote and compare) and gives the best run and the spread
 ((slowest - fastest) / median) beside them; every row of the full table has both. Fractions of
-a ceiling divide like by like: a median by the ceiling's median, a best by its best.
+a ceiling divide like by like: a median by the ceiling's median, a best by its best. "paired":
+each timed network run follows one run of the fp32 ceiling's chain, and the fraction is the
+median over those pairs, so that a machine whose speed drifts between the ceiling section and
+the network's (a shared host) moves both sides of the fraction alike.
 Each measurement also records cpu_share, this process's CPU time over wall time x cores during
 the timed runs: near 1 for the compute-bound sections when the machine was ours, lower when other
 processes took cores (the load averages at start and end say the same more coarsely).
@@ -41,7 +44,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks.flop_count import (NUM_CLASSES, TRAIN_FLOP_FACTOR, conv_gflop,  # noqa: E402
                                    fcn8s_forward_gflop, fcn8s_gflop_by_layer)
-from benchmarks.measuring import spread, summarize_times, time_runs  # noqa: E402
+from benchmarks.measuring import (paired_fraction, spread, summarize_times,  # noqa: E402
+                                  time_runs, time_runs_in_turn)
 from benchmarks.reader_bench import make_reader_data, reader_section  # noqa: E402
 
 # Sizes of one run. "full" is what the report's figures mean; "quick" only proves the script works.
@@ -78,8 +82,8 @@ SUMMARY_ROWS = [
 
 
 def summary_rows(results):
-    """[(label, median fraction of the fp32 ceiling, best fraction, spread, median images/s)]
-    of the network rows present in results."""
+    """[(label, median fraction of the fp32 ceiling, best fraction, paired fraction (nan when
+    not measured), spread, median images/s)] of the network rows present in results."""
     meta = results["meta"]
     batches = {"large": meta["train_batches"][0], "small": meta["train_batches"][1],
                "inference": meta["inference_batch"]}
@@ -91,8 +95,9 @@ def summary_rows(results):
         if node:
             rows.append((label + " (batch %d)" % node["batch"],
                          node["fraction_of_fp32_ceiling_median"],
-                         node["fraction_of_fp32_ceiling"], node["spread"],
-                         node["images_per_s_median"]))
+                         node["fraction_of_fp32_ceiling"],
+                         node.get("fraction_of_fp32_ceiling_paired", float("nan")),
+                         node["spread"], node["images_per_s_median"]))
     return rows
 
 
@@ -101,11 +106,11 @@ def format_summary(results):
     ceiling = results["ceiling"]["fp32"]
     lines = ["fp32 ceiling: median %.1f GFLOP/s (best %.1f)"
              % (ceiling["gflops_median"], ceiling["gflops"]),
-             "%-34s %8s %8s %8s %10s" % ("fraction of the fp32 ceiling", "median", "best",
-                                         "spread", "images/s")]
-    for label, median, best, runs_spread, images in summary_rows(results):
-        lines.append("%-34s %8.3f %8.3f %7.0f%% %10.3f"
-                     % (label, median, best, 100 * runs_spread, images))
+             "%-34s %8s %8s %8s %8s %10s" % ("fraction of the fp32 ceiling", "median", "best",
+                                             "paired", "spread", "images/s")]
+    for label, median, best, paired, runs_spread, images in summary_rows(results):
+        lines.append("%-34s %8.3f %8.3f %8.3f %7.0f%% %10.3f"
+                     % (label, median, best, paired, 100 * runs_spread, images))
     return "\n".join(lines)
 
 
@@ -168,36 +173,51 @@ def session_config():
 # 1. The ceiling
 # ----------------------------------------------------------------------------------------------
 
-def measure_ceiling(dtype_name, shape, convs_per_run, warmup, repeats, config):
-    """GFLOP/s of a chain of convs_per_run 3x3 SAME convolutions (cin = cout = shape[3]) on a
-    variable input, in one session.run, so that the per-run overhead is spread over the chain."""
-    import tensorflow.compat.v1 as tf
-    dtype = {"fp32": tf.float32, "bf16": tf.bfloat16}[dtype_name]
-    n, h, w, c = shape
-    graph = tf.Graph()
-    with graph.as_default():
-        # The bf16 variables hold bf16 values from the start: the chain casts nothing per run.
-        # A kernel std of 1/sqrt(9c) keeps the activations near unit variance along the chain,
-        # away from overflow and from denormals, either of which would time something else.
-        images = tf.Variable(tf.cast(tf.random.normal([n, h, w, c], seed=1), dtype))
-        kernel = tf.Variable(tf.cast(tf.random.normal([3, 3, c, c], stddev=(9.0 * c) ** -0.5,
-                                                      seed=2), dtype))
-        out = images
-        for _ in range(convs_per_run):
-            out = tf.nn.conv2d(out, kernel, strides=1, padding="SAME")
-        # Fetch a reduction of the last output, not tf.group(out): Grappler prunes a pure
-        # computation that only a control dependency asks for, and the "convolutions" then
-        # take no time at all (measured: a million GFLOP/s).
-        checksum = tf.reduce_sum(tf.cast(out, tf.float32))
-        with tf.Session(graph=graph, config=config) as sess:
-            sess.run(tf.global_variables_initializer())
-            seconds, share = time_runs(lambda: sess.run(checksum), warmup, repeats)
-            if not math.isfinite(sess.run(checksum)):
-                raise RuntimeError("the ceiling chain overflowed; its timing would mean nothing")
-    gflop = convs_per_run * conv_gflop(h, w, 3, c, c) * n
-    speed = summarize_times(seconds, gflop)
+class CeilingChain:
+    """A chain of convs_per_run 3x3 SAME convolutions (cin = cout = shape[3]) on a variable
+    input in its own session; run() is one session.run of the chain, so that the per-run
+    overhead is spread over it. Kept open to be timed in turn with the network's runs."""
+
+    def __init__(self, dtype_name, shape, convs_per_run, config):
+        import tensorflow.compat.v1 as tf
+        dtype = {"fp32": tf.float32, "bf16": tf.bfloat16}[dtype_name]
+        n, h, w, c = shape
+        graph = tf.Graph()
+        with graph.as_default():
+            # The bf16 variables hold bf16 values from the start: the chain casts nothing per
+            # run. A kernel std of 1/sqrt(9c) keeps the activations near unit variance along the
+            # chain, away from overflow and from denormals, either of which would time
+            # something else.
+            images = tf.Variable(tf.cast(tf.random.normal([n, h, w, c], seed=1), dtype))
+            kernel = tf.Variable(tf.cast(tf.random.normal(
+                [3, 3, c, c], stddev=(9.0 * c) ** -0.5, seed=2), dtype))
+            out = images
+            for _ in range(convs_per_run):
+                out = tf.nn.conv2d(out, kernel, strides=1, padding="SAME")
+            # Fetch a reduction of the last output, not tf.group(out): Grappler prunes a pure
+            # computation that only a control dependency asks for, and the "convolutions" then
+            # take no time at all (measured: a million GFLOP/s).
+            self._checksum = tf.reduce_sum(tf.cast(out, tf.float32))
+            init = tf.global_variables_initializer()
+        self._sess = tf.Session(graph=graph, config=config)
+        self._sess.run(init)
+        self.gflop = convs_per_run * conv_gflop(h, w, 3, c, c) * n
+
+    def run(self):
+        return self._sess.run(self._checksum)
+
+    def close(self):
+        self._sess.close()
+
+
+def measure_ceiling(chain, warmup, repeats):
+    """GFLOP/s of the chain's runs (median and best), with the row's other figures."""
+    seconds, share = time_runs(chain.run, warmup, repeats)
+    if not math.isfinite(chain.run()):
+        raise RuntimeError("the ceiling chain overflowed; its timing would mean nothing")
+    speed = summarize_times(seconds, chain.gflop)
     return {"gflops_median": speed["median"], "gflops": speed["best"], "spread": spread(seconds),
-            "gflop_per_run": gflop, "runs": len(seconds), "cpu_share": share}
+            "gflop_per_run": chain.gflop, "runs": len(seconds), "cpu_share": share}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,8 +266,10 @@ def random_batch(batch, size, seed=0):
 
 
 def throughput_row(timing, batch, gflop_per_image, ceilings, precision):
-    """images/s, GFLOP/s and fractions of the ceilings from time_runs' timing of one batch."""
-    seconds, share = timing
+    """images/s, GFLOP/s and fractions of the ceilings from the timing of one batch: time_runs'
+    (seconds, share), or time_runs_in_turn's (seconds, share, fp32 ceiling seconds), which adds
+    the fraction of the fp32 ceiling paired run by run."""
+    seconds, share = timing[:2]
     images = summarize_times(seconds, batch)
     row = {"batch": batch, "runs": len(seconds),
            "images_per_s_median": images["median"], "images_per_s": images["best"],
@@ -259,20 +281,23 @@ def throughput_row(timing, batch, gflop_per_image, ceilings, precision):
         row["fraction_of_%s_ceiling_median" % name] = (row["gflops_median"]
                                                        / ceilings[name]["gflops_median"])
         row["fraction_of_%s_ceiling" % name] = row["gflops"] / ceilings[name]["gflops"]
+    if len(timing) == 3:
+        row["fraction_of_fp32_ceiling_paired"] = paired_fraction(
+            seconds, batch * gflop_per_image, timing[2], ceilings["fp32"]["gflop_per_run"])
     row["cpu_share"] = share
     return row
 
 
-def measure_train(sess, t, batch, size, warmup, repeats):
+def measure_train(sess, t, batch, size, warmup, repeats, ceiling):
     images, labels = random_batch(batch, size)
     feed = {t["image"]: images, t["annotation"]: labels, t["keep_prob"]: 0.85}
-    return time_runs(lambda: sess.run(t["train_op"], feed), warmup, repeats)
+    return time_runs_in_turn(lambda: sess.run(t["train_op"], feed), ceiling.run, warmup, repeats)
 
 
-def measure_inference(sess, t, batch, size, warmup, repeats):
+def measure_inference(sess, t, batch, size, warmup, repeats, ceiling):
     images, _ = random_batch(batch, size, seed=1)
     feed = {t["image"]: images, t["keep_prob"]: 1.0}
-    return time_runs(lambda: sess.run(t["pred"], feed), warmup, repeats)
+    return time_runs_in_turn(lambda: sess.run(t["pred"], feed), ceiling.run, warmup, repeats)
 
 
 def merge_timings(timings):
@@ -302,9 +327,10 @@ def measure_loop_and_step(sess, t, reader, batch, size, warmup, repeats):
     return merge_timings(loop), merge_timings(step)
 
 
-def network_sections(precision, settings, ceilings, config, reader_data):
+def network_sections(precision, settings, ceilings, config, reader_data, ceiling):
     """{'train': ..., 'inference': ...} of one precision, and 'end_to_end' when reader_data is
-    given (the reader's cost does not depend on the precision: it is measured once)."""
+    given (the reader's cost does not depend on the precision: it is measured once). Each timed
+    run follows one run of the fp32 ceiling chain `ceiling`."""
     size, runs, warmup = settings["image_size"], settings["timed_runs"], settings["warmup"]
     train_gflop = TRAIN_FLOP_FACTOR * fcn8s_forward_gflop(size, size)
     forward_gflop = fcn8s_forward_gflop(size, size)
@@ -312,7 +338,7 @@ def network_sections(precision, settings, ceilings, config, reader_data):
     try:
         train = {}
         for batch, role in zip(settings["train_batches"], ("large_batch", "small_batch")):
-            timing = measure_train(sess, t, batch, size, warmup, runs[role])
+            timing = measure_train(sess, t, batch, size, warmup, runs[role], ceiling)
             train["batch%d" % batch] = throughput_row(timing, batch, train_gflop, ceilings,
                                                       precision)
         sections = {"train": train}
@@ -325,7 +351,8 @@ def network_sections(precision, settings, ceilings, config, reader_data):
     sess, t = build_network(size, precision, config, training=False)
     try:
         batch = settings["inference_batch"]
-        timing = measure_inference(sess, t, batch, size, warmup, runs["large_batch"])
+        timing = measure_inference(sess, t, batch, size, warmup, runs["large_batch"],
+                                   ceiling)
         sections["inference"] = {"batch%d" % batch: throughput_row(timing, batch, forward_gflop,
                                                                    ceilings, precision)}
     finally:
@@ -390,15 +417,27 @@ def run(settings, precision_choice):
                          * fcn8s_forward_gflop(size, size),
                          "forward_gflop_by_layer": fcn8s_gflop_by_layer(size, size)}}
 
-    shape = settings["ceiling_shape"]
-    results["ceiling"] = {}
-    for precision in ("fp32", "bf16"):
-        results["ceiling"][precision] = measure_ceiling(
-            precision, shape, settings["convs_per_run"], settings["warmup"],
-            settings["timed_runs"]["ceiling"], config)
-        print("ceiling %s: %.1f GFLOP/s" % (precision, results["ceiling"][precision]["gflops"]),
-              flush=True)
+    results["ceiling"], chains = {}, {}
+    try:
+        for precision in ("fp32", "bf16"):
+            chains[precision] = CeilingChain(precision, settings["ceiling_shape"],
+                                             settings["convs_per_run"], config)
+            results["ceiling"][precision] = measure_ceiling(
+                chains[precision], settings["warmup"], settings["timed_runs"]["ceiling"])
+            print("ceiling %s: %.1f GFLOP/s"
+                  % (precision, results["ceiling"][precision]["gflops"]), flush=True)
+        chains.pop("bf16").close()
+        network_and_reader_sections(results, settings, precision_choice, config, chains["fp32"])
+    finally:
+        for chain in chains.values():
+            chain.close()
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["run_seconds"] = time.perf_counter() - started
+    return results
 
+
+def network_and_reader_sections(results, settings, precision_choice, config, ceiling):
+    """Adds the reader, train, inference and end_to_end sections to results."""
     with tempfile.TemporaryDirectory(prefix="fcn-bench-") as folder:
         reader_data = make_reader_data(folder, settings)
         results["reader"] = reader_section(reader_data, folder, settings)
@@ -407,16 +446,12 @@ def run(settings, precision_choice):
             results[section] = {}
         for precision in precisions_of(precision_choice):
             sections = network_sections(precision, settings, results["ceiling"], config,
-                                        reader_data if precision == "fp32" else None)
+                                        reader_data if precision == "fp32" else None, ceiling)
             for section, value in sections.items():
                 results[section][precision] = value
             print("network %s done" % precision, flush=True)
     # The loop is measured in fp32 only: the reader's cost does not depend on the precision.
     results["end_to_end"] = results["end_to_end"].get("fp32", "n/a (fp32 not run)")
-
-    meta["loadavg_end"] = list(os.getloadavg())
-    meta["run_seconds"] = time.perf_counter() - started
-    return results
 
 
 def parse_args(argv):

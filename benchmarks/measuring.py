@@ -1,5 +1,6 @@
 """How benchmarks/bench.py and benchmarks/reader_bench.py time and weigh a run: timed runs after
-warm-up, their median, best and spread, this process's share of the cores, its memory."""
+warm-up, their median, best and spread, runs paired with a reference timed in turn, this
+process's share of the cores, its memory."""
 import os
 import resource
 import statistics
@@ -43,6 +44,33 @@ def time_runs(run, warmup, repeats):
     share = cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
                       len(os.sched_getaffinity(0)))
     return seconds, share
+
+
+def time_runs_in_turn(run, reference, warmup, repeats):
+    """time_runs of run() with one call of reference() timed just before each timed call:
+    (run's seconds, cpu_share over both, reference's seconds). On a shared machine whose speed
+    drifts, each pair sees the same moment (paired_fraction)."""
+    for _ in range(warmup):
+        reference()
+        run()
+    seconds, reference_seconds = [], []
+    cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        reference()
+        middle = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - middle)
+        reference_seconds.append(middle - start)
+    share = cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
+                      len(os.sched_getaffinity(0)))
+    return seconds, share, reference_seconds
+
+
+def paired_fraction(seconds, work, reference_seconds, reference_work):
+    """The median over pairs of (work/s of a run) / (reference work/s just before it)."""
+    return statistics.median((work / run) / (reference_work / reference)
+                             for run, reference in zip(seconds, reference_seconds))
 
 
 def rss_mb():

@@ -91,6 +91,25 @@ def test_throughput_row_divides_medians_by_the_median_ceiling_and_bests_by_the_b
     assert row["fraction_of_fp32_ceiling"] == pytest.approx(2.0 / 80.0)
     assert row["fraction_of_bf16_ceiling_median"] == pytest.approx(1.0 / 128.0)
     assert row["spread"] == pytest.approx(6.0 / 4.0)
+    assert "fraction_of_fp32_ceiling_paired" not in row
+
+
+def test_the_paired_fraction_is_the_median_of_each_runs_over_the_ceiling_before_it():
+    ceilings = {"fp32": {"gflops": 80.0, "gflops_median": 64.0, "gflop_per_run": 10.0}}
+    # Batch 2 of 5 GFLOP an image: 10 GFLOP a run, as the ceiling's; the ratios of the pairs are
+    # the ceiling's seconds over the run's: 1/2, 3/2, 8/4 -> median 1.5 (the mean is 4/3).
+    row = bench.throughput_row(([2.0, 2.0, 4.0], 0.9, [1.0, 3.0, 8.0]), 2, 5.0, ceilings, "fp32")
+    assert row["fraction_of_fp32_ceiling_paired"] == pytest.approx(1.5)
+    assert measuring.paired_fraction([1.0, 4.0, 2.0], 8.0, [1.0, 1.0, 1.0], 4.0) == \
+        pytest.approx(1.0)  # 2, 0.5 and 1 times the reference's rate
+
+
+def test_runs_in_turn_time_the_reference_just_before_each_run():
+    calls = []
+    seconds, share, reference_seconds = measuring.time_runs_in_turn(
+        lambda: calls.append("run"), lambda: calls.append("ceiling"), 1, 3)
+    assert calls == ["ceiling", "run"] * 4
+    assert len(seconds) == len(reference_seconds) == 3 and share >= 0
 
 
 def test_the_summary_leads_with_the_median_of_each_network_row_present():
@@ -98,17 +117,19 @@ def test_the_summary_leads_with_the_median_of_each_network_row_present():
            "spread": 0.03, "images_per_s_median": 0.28}
     results = {"meta": {"train_batches": [10, 2], "inference_batch": 10},
                "ceiling": {"fp32": {"gflops": 73.0, "gflops_median": 72.0}},
-               "train": {"fp32": {"batch10": row, "batch2": dict(row, batch=2)}},
+               "train": {"fp32": {"batch10": dict(row, fraction_of_fp32_ceiling_paired=0.9),
+                                  "batch2": dict(row, batch=2)}},
                "inference": {"fp32": {"batch10": dict(row, fraction_of_fp32_ceiling_median=0.96)}}}
     rows = bench.summary_rows(results)
     assert [r[0] for r in rows] == ["fp32 train, large batch (batch 10)",
                                     "fp32 train, small batch (batch 2)",
                                     "fp32 inference (batch 10)"]
-    assert rows[2][1:3] == (0.96, 0.85)
+    assert rows[2][1:3] == (0.96, 0.85) and rows[0][3] == 0.9 and math.isnan(rows[2][3])
     text = bench.format_summary(results).splitlines()
     assert text[0] == "fp32 ceiling: median 72.0 GFLOP/s (best 73.0)"
-    assert text[1].split()[-4:] == ["median", "best", "spread", "images/s"]
-    assert text[4].split()[-4:] == ["0.960", "0.850", "3%", "0.280"]
+    assert text[1].split()[-5:] == ["median", "best", "paired", "spread", "images/s"]
+    assert text[2].split()[-5:] == ["0.800", "0.850", "0.900", "3%", "0.280"]
+    assert text[4].split()[-5:] == ["0.960", "0.850", "nan", "3%", "0.280"]
 
 
 def test_merged_timings_keep_every_run_and_weigh_the_share_by_time():
@@ -164,9 +185,11 @@ def expected_keys(results):
     for batch in meta["train_batches"]:
         keys += ["train.fp32.batch%d.%s" % (batch, name) for name in
                  ("images_per_s", "images_per_s_median", "gflops", "fraction_of_fp32_ceiling",
-                  "fraction_of_fp32_ceiling_median", "spread")]
+                  "fraction_of_fp32_ceiling_median", "fraction_of_fp32_ceiling_paired",
+                  "spread")]
     keys += ["inference.fp32.batch%d.%s" % (meta["inference_batch"], name) for name in
-             ("images_per_s", "gflops", "fraction_of_fp32_ceiling")]
+             ("images_per_s", "gflops", "fraction_of_fp32_ceiling",
+              "fraction_of_fp32_ceiling_paired")]
     for records in meta["reader_records"]:
         keys += ["reader.records%d.%s" % (records, name) for name in
                  ("images_per_s", "first_batch_s", "peak_rss_mb")]
