@@ -282,8 +282,12 @@ def throughput_row(timing, batch, gflop_per_image, ceilings, precision):
                                                        / ceilings[name]["gflops_median"])
         row["fraction_of_%s_ceiling" % name] = row["gflops"] / ceilings[name]["gflops"]
     if len(timing) == 3:
+        ceiling_gflop = ceilings["fp32"]["gflop_per_run"]
+        # The ceiling as the pairs saw it: compare it with the ceiling section's own median.
+        row["fp32_ceiling_in_turn_gflops_median"] = summarize_times(timing[2],
+                                                                    ceiling_gflop)["median"]
         row["fraction_of_fp32_ceiling_paired"] = paired_fraction(
-            seconds, batch * gflop_per_image, timing[2], ceilings["fp32"]["gflop_per_run"])
+            seconds, batch * gflop_per_image, timing[2], ceiling_gflop)
     row["cpu_share"] = share
     return row
 

@@ -100,6 +100,7 @@ def test_the_paired_fraction_is_the_median_of_each_runs_over_the_ceiling_before_
     # the ceiling's seconds over the run's: 1/2, 3/2, 8/4 -> median 1.5 (the mean is 4/3).
     row = bench.throughput_row(([2.0, 2.0, 4.0], 0.9, [1.0, 3.0, 8.0]), 2, 5.0, ceilings, "fp32")
     assert row["fraction_of_fp32_ceiling_paired"] == pytest.approx(1.5)
+    assert row["fp32_ceiling_in_turn_gflops_median"] == pytest.approx(10.0 / 3.0)
     assert measuring.paired_fraction([1.0, 4.0, 2.0], 8.0, [1.0, 1.0, 1.0], 4.0) == \
         pytest.approx(1.0)  # 2, 0.5 and 1 times the reference's rate
 
