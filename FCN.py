@@ -480,7 +480,8 @@ class Model:
                                        classes, variant, image_size)
             return
         self.image, self.annotation, self.keep_probability = input_placeholders(image_size)
-        # A graph that does not train is fed keep 1 (the placeholder stays for its callers).
+        # A graph that does not train has no dropout; callers may still feed keep_probability,
+        # which nothing then reads.
         self.pred_annotation, self.logits = inference(self.image,
                                                       self.keep_probability if training else None,
                                                       vgg=vgg, debug=debug, precision=precision,
@@ -1052,7 +1053,6 @@ def predict_classes(settings):
     """The classes predict labels with: those training wrote beside the checkpoints; for a logs
     folder without them (older, or the original implementation's), the chosen dataset's."""
     return datasets.stored_classes(settings["logs_dir"]) or dataset_classes(settings)
-
 
 
 def predict_labels(sess, model, image, settings, mean_pixel):

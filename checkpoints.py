@@ -38,7 +38,6 @@ def step_from_checkpoint_name(path):
     return int(suffix[1]) if len(suffix) == 2 and suffix[1].isdigit() else 0
 
 
-
 # ---- what the folder holds ---------------------------------------------------------------------
 
 def checkpoints_on_disk(logs_dir):

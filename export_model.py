@@ -201,8 +201,9 @@ def build_export_graph(fcn, settings, classes, image_size=None):
     labels and confidence out, around FCN's network as fcn.build_model builds it for inference.
 
     The network is built in its own graph (build_model makes one), then imported into the
-    serving graph with its image placeholder mapped to the padded images and its keep
-    probability to 1: so every variant and option of build_model carries over unchanged.
+    serving graph with its image placeholder mapped to the padded images (and its keep
+    probability, which a graph built for inference no longer reads, to 1, leaving no placeholder
+    unfed): so every variant and option of build_model carries over unchanged.
     image_size: (H, W) baked into the input ([1, H, W, 3]), or None for [N, H, W, 3] of any size.
     """
     enabled = tf.resource_variables_enabled()

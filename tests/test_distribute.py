@@ -127,7 +127,6 @@ def test_a_lost_worker_is_one_line_naming_the_timeout_and_the_checkpoint():
     assert "no checkpoint was saved yet" in line and "\n" not in line
 
 
-
 def test_a_step_that_waits_past_the_timeout_stops_with_the_lost_worker_line():
     # A dequeue from an empty queue waits as a step waits for a worker that never answers.
     settings = {"distribute": "mirrored", "devices": "CPU:0", "all_reduce": "auto",
@@ -157,6 +156,7 @@ def test_the_summary_of_a_tensorflow_error_is_its_cause_line():
     assert str(caught.value).startswith("Graph execution error")
     assert error_summary(caught.value) == (
         "Input to reshape is a tensor with 6 values, but the requested shape has 4")
+
 
 # ---- mirrored over 2 CPU devices ----------------------------------------------------------------
 

@@ -228,7 +228,6 @@ def test_a_training_run_appends_its_settings(folder_model):
     assert history[-1]["dataset"] == "folder" and history[-1]["max_iterations"] == 2
 
 
-
 def write_images(folder, sizes, seed=0):
     """Random images {name: (h, w)} in folder; returns {name: array}."""
     os.makedirs(folder, exist_ok=True)
