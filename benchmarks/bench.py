@@ -18,11 +18,12 @@ Every timing is taken over several timed runs after warm-up. The summary printed
 with the medians (the figure to quote and compare) and gives the best run and the spread
 ((slowest - fastest) / median) beside them; every row of the full table has both. Fractions of
 a ceiling divide like by like: a median by the ceiling's median, a best by its best. "paired":
-each timed network run follows one run of the fp32 ceiling's chain, and the fraction is the
+each timed train and inference run follows one run of the fp32 ceiling's chain (end_to_end's
+loop and step are timed in turn with each other instead), and the fraction is the
 median over those pairs, so that a machine whose speed drifts between the ceiling section and
 the network's (a shared host) moves both sides of the fraction alike.
 Each measurement also records cpu_share, this process's CPU time over wall time x cores during
-the timed runs: near 1 for the compute-bound sections when the machine was ours, lower when other
+the timed runs (for the paired rows, their ceiling runs included): near 1 for the compute-bound sections when the machine was ours, lower when other
 processes took cores (the load averages at start and end say the same more coarsely).
 """
 import argparse
@@ -200,7 +201,11 @@ class CeilingChain:
             self._checksum = tf.reduce_sum(tf.cast(out, tf.float32))
             init = tf.global_variables_initializer()
         self._sess = tf.Session(graph=graph, config=config)
-        self._sess.run(init)
+        try:
+            self._sess.run(init)
+        except BaseException:
+            self._sess.close()
+            raise
         self.gflop = convs_per_run * conv_gflop(h, w, 3, c, c) * n
 
     def run(self):

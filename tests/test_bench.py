@@ -105,12 +105,23 @@ def test_the_paired_fraction_is_the_median_of_each_runs_over_the_ceiling_before_
         pytest.approx(1.0)  # 2, 0.5 and 1 times the reference's rate
 
 
-def test_runs_in_turn_time_the_reference_just_before_each_run():
-    calls = []
-    seconds, share, reference_seconds = measuring.time_runs_in_turn(
-        lambda: calls.append("run"), lambda: calls.append("ceiling"), 1, 3)
+def test_runs_in_turn_time_the_reference_just_before_each_run(monkeypatch):
+    # A clock that moves only when the functions run: the reference takes 5 s, the run 1, 2, 3.
+    clock, calls = [0.0], []
+    monkeypatch.setattr(measuring.time, "perf_counter", lambda: clock[0])
+
+    def run():
+        calls.append("run")
+        clock[0] += calls.count("run") - 1  # the warm-up call takes no time
+
+    def reference():
+        calls.append("ceiling")
+        clock[0] += 5.0
+
+    seconds, share, reference_seconds = measuring.time_runs_in_turn(run, reference, 1, 3)
     assert calls == ["ceiling", "run"] * 4
-    assert len(seconds) == len(reference_seconds) == 3 and share >= 0
+    assert seconds == [1.0, 2.0, 3.0] and reference_seconds == [5.0, 5.0, 5.0]
+    assert share >= 0
 
 
 def test_the_summary_leads_with_the_median_of_each_network_row_present():
