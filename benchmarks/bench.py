@@ -19,12 +19,13 @@ with the medians (the figure to quote and compare) and gives the best run and th
 ((slowest - fastest) / median) beside them; every row of the full table has both. Fractions of
 a ceiling divide like by like: a median by the ceiling's median, a best by its best. "paired":
 each timed train and inference run follows one run of the fp32 ceiling's chain (end_to_end's
-loop and step are timed in turn with each other instead), and the fraction is the
-median over those pairs, so that a machine whose speed drifts between the ceiling section and
-the network's (a shared host) moves both sides of the fraction alike.
+loop and step are timed in turn with each other instead), and the fraction is the median over
+those pairs, so that a machine whose speed drifts between the ceiling section and the
+network's (a shared host) moves both sides of the fraction alike.
 Each measurement also records cpu_share, this process's CPU time over wall time x cores during
-the timed runs (for the paired rows, their ceiling runs included): near 1 for the compute-bound sections when the machine was ours, lower when other
-processes took cores (the load averages at start and end say the same more coarsely).
+the timed runs (for the paired rows, their ceiling runs included): near 1 for the compute-bound
+sections when the machine was ours, lower when other processes took cores (the load averages
+at start and end say the same more coarsely).
 """
 import argparse
 import json

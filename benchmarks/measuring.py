@@ -36,14 +36,12 @@ def time_runs(run, warmup, repeats):
     for _ in range(warmup):
         run()
     seconds = []
-    cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
+    started = _start_share()
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)
-    share = cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
-                      len(os.sched_getaffinity(0)))
-    return seconds, share
+    return seconds, _share_since(started)
 
 
 def time_runs_in_turn(run, reference, warmup, repeats):
@@ -54,7 +52,7 @@ def time_runs_in_turn(run, reference, warmup, repeats):
         reference()
         run()
     seconds, reference_seconds = [], []
-    cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
+    started = _start_share()
     for _ in range(repeats):
         start = time.perf_counter()
         reference()
@@ -62,9 +60,18 @@ def time_runs_in_turn(run, reference, warmup, repeats):
         run()
         seconds.append(time.perf_counter() - middle)
         reference_seconds.append(middle - start)
-    share = cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
-                      len(os.sched_getaffinity(0)))
-    return seconds, share, reference_seconds
+    return seconds, _share_since(started), reference_seconds
+
+
+def _start_share():
+    return process_cpu_seconds(), time.perf_counter()
+
+
+def _share_since(started):
+    """cpu_share of this process over the cores since _start_share() gave `started`."""
+    cpu_start, wall_start = started
+    return cpu_share(process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start,
+                     len(os.sched_getaffinity(0)))
 
 
 def paired_fraction(seconds, work, reference_seconds, reference_work):
