@@ -1,227 +1,12 @@
-"""Helpers for FCN.py: MatConvNet VGG-19 loading, layer helpers, image saving, summaries.
+"""Graph helpers for the networks (tensorflow.compat.v1): variables, convolutions, the x8
+upsampling computed phase by phase, the cross-entropy, and the --debug summaries.
 
-The layer helpers are graph code for tensorflow.compat.v1; everything that is plain logic
-(kernel layout, mean pixel, shape checks, the download) is a small function testable without a
-session.
+Each helper computes what its TensorFlow counterpart does (the tests compare them with numpy and
+with TensorFlow's own ops, values and gradients); some are rewritten for the CPU's speed, whose
+measurements are in docs/performance.md.
 """
-import os
-
 import numpy as np
-import scipy.io
-
-import imageio.v2 as imageio
 import tensorflow.compat.v1 as tf
-
-from datasets import VOID_COLOUR
-from downloads import (check_file_in_place, download_first, remove_download, sources_from,
-                       url_file_name)
-from guards import FCNError, atomic_path, writing
-
-
-# ----------------------------------------------------------------------------------------------
-# MatConvNet VGG-19 weights
-# ----------------------------------------------------------------------------------------------
-
-# VGG-19's 16 convolutions block by block, (name, in channels, out channels), all 3x3; a 2x2
-# pool follows each block. The network, the .mat reader, the test .mat and the FLOP count use it.
-VGG19_BLOCKS = (
-    (("conv1_1", 3, 64), ("conv1_2", 64, 64)),
-    (("conv2_1", 64, 128), ("conv2_2", 128, 128)),
-    (("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), ("conv3_4", 256, 256)),
-    (("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512), ("conv4_4", 512, 512)),
-    (("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512), ("conv5_4", 512, 512)),
-)
-# (name, TensorFlow kernel shape [height, width, in, out]) of the 16, in order.
-VGG19_CONV_SHAPES = tuple((name, (3, 3, cin, cout))
-                          for block in VGG19_BLOCKS for name, cin, cout in block)
-# VGG-19's fully connected layers, which MatConvNet stores as convolutions over pool5 (7x7x512)
-# and over fc6's 4096 outputs: (name, TensorFlow kernel shape). Only --variant=paper reads them.
-VGG19_FC_SHAPES = (("fc6", (7, 7, 512, 4096)), ("fc7", (1, 1, 4096, 4096)))
-VGG19_FILE_NAME = "imagenet-vgg-verydeep-19.mat"
-USE_VGG19 = "use " + VGG19_FILE_NAME  # what the errors about a wrong .mat advise
-# Where VGG-19 comes from, {url: published MD5}, in the order tried: the reference's beta16 file,
-# then MatConvNet's newer one (the 'layers'/'meta' layout, which load_vgg19 reads too), saved
-# under the same name when the first fails. The one place these facts live.
-VGG19_DOWNLOADS = {
-    "http://www.vlfeat.org/matconvnet/models/beta16/" + VGG19_FILE_NAME:
-        "8ee3263992981a1d26e73b3ca028a123",
-    "https://www.vlfeat.org/matconvnet/models/" + VGG19_FILE_NAME:
-        "106118b7cf60435e6d8e04f6a6dc3657",
-}
-
-
-def get_model_data(dir_path, model_url, timeout=60, checksums=VGG19_DOWNLOADS):
-    """Returns the MatConvNet .mat at model_url as loaded by scipy.io.loadmat, downloading it into
-    dir_path first when it is not there (the reference's name and behaviour).
-
-    checksums ({url: md5}, VGG19_DOWNLOADS) gives model_url's MD5 and the URLs tried after it when
-    its download fails or does not match; a URL it does not list is downloaded unchecked. A file
-    already there is used, with a warning if it matches none of those MD5s.
-    """
-    if not os.path.isdir(dir_path):
-        try:
-            os.makedirs(dir_path, exist_ok=True)
-        except OSError as e:
-            raise FCNError("--model_dir %s does not exist and cannot be created (%s); "
-                           "pass a writable folder" % (dir_path, e.strerror))
-    sources = sources_from(model_url, checksums)
-    path = os.path.join(dir_path, url_file_name(model_url))
-    if os.path.exists(path):
-        check_file_in_place(path, [md5 for _, md5 in sources], model_url)
-        return load_mat(path)
-    url = download_first(sources, path, timeout=timeout)
-    # A download complete by its size can still be no .mat when no MD5 is known: a server's HTML
-    # page, or a file truncated at the source. Left in place it would look complete, and every
-    # later run would fail on it; removed, the next run downloads again. A file that was there
-    # before is the user's, and only named.
-    try:
-        return load_mat(path, hint="it was just downloaded from %s and is removed: run again, or "
-                                   "put %s there by hand" % (url, VGG19_FILE_NAME))
-    except FCNError:
-        remove_download(path)
-        raise
-
-
-def load_mat(path, variable_names=None, hint=None):
-    """scipy.io.loadmat with the one-line error this project promises for a file that is not one.
-    variable_names: read only these top-level variables (the rest of the file is skipped);
-    hint: what the error tells the user to do (by default, delete the file)."""
-    try:
-        # struct_as_record=False gives objects with attributes; fields are looked up by name.
-        return scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False,
-                                variable_names=variable_names)
-    except Exception as e:  # scipy raises ValueError, MatReadError, TypeError... for a bad file
-        hint = hint or ("delete it so that it is downloaded again, or put %s there by hand"
-                        % VGG19_FILE_NAME)
-        raise FCNError("%s cannot be read as a MATLAB .mat (%s: %s); %s"
-                       % (path, type(e).__name__, str(e).splitlines()[0] if str(e) else "", hint))
-
-
-def _unwrap(value):
-    """Strips the 1x1 object/cell arrays that loadmat wraps around every struct field and cell."""
-    while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
-        value = value.reshape(-1)[0]
-    return value
-
-
-def _field(struct, name):
-    value = getattr(struct, name, None)
-    return None if value is None else _unwrap(value)
-
-
-def _string(value):
-    value = _unwrap(value)
-    if isinstance(value, np.ndarray):
-        value = "".join(value.reshape(-1).tolist()) if value.size else ""
-    return str(value)
-
-
-def matconvnet_kernel_to_tf(kernel):
-    """MatConvNet stores a kernel as [width, height, in, out]; TensorFlow wants
-    [height, width, in, out]. The reference swaps the first two axes; so does this port."""
-    return np.transpose(np.asarray(kernel), (1, 0, 2, 3))
-
-
-def mean_pixel_from_average_image(average_image):
-    """The per-channel mean pixel (RGB) from MatConvNet's normalization.averageImage, which is a
-    full 224x224x3 image in the beta16 file and a 1x1x3 (or plain 3) vector in newer ones."""
-    average_image = np.asarray(average_image, dtype=np.float64)
-    if average_image.size == 3:
-        return average_image.reshape(3)
-    if average_image.ndim == 3 and average_image.shape[2] == 3:
-        return average_image.mean(axis=(0, 1))
-    raise ValueError("averageImage has shape %s, expected HxWx3 or 3 values"
-                     % (average_image.shape,))
-
-
-def _layers_by_name(mat, path):
-    if "layers" not in mat:
-        raise FCNError("%s is not a MatConvNet model (no 'layers' in it); delete it and run again "
-                       "to download %s" % (path, VGG19_FILE_NAME))
-    layers = {}
-    for entry in np.asarray(mat["layers"]).reshape(-1):
-        layer = _unwrap(entry)
-        name = _field(layer, "name")
-        if name is not None:
-            layers[_string(name)] = layer
-    return layers
-
-
-def _normalization(mat):
-    """beta16 keeps 'normalization' at the top level; newer files keep it under 'meta'."""
-    if "normalization" in mat:
-        return _unwrap(mat["normalization"])
-    if "meta" in mat:
-        return _field(_unwrap(mat["meta"]), "normalization")
-    return None
-
-
-def _kernel_and_bias(layers, name, tf_shape, path):
-    """Layer name's (kernel [h,w,in,out], bias [out]) in float32, its shape checked against
-    tf_shape; one line printed. FCNError naming what is wrong for a file that is not VGG-19."""
-    layer = layers.get(name)
-    if layer is None:
-        raise FCNError("%s is not VGG-19: it has no layer %s (is it VGG-16 or another model?); "
-                       "%s" % (path, name, USE_VGG19))
-    params = getattr(layer, "weights", None)
-    params = [] if params is None else np.asarray(params, dtype=object).reshape(-1)
-    if len(params) != 2:
-        raise FCNError("%s is not VGG-19: layer %s has %d weight arrays, expected a kernel and "
-                       "a bias; %s" % (path, name, len(params), USE_VGG19))
-    kernel, bias = np.asarray(params[0]), np.asarray(params[1])
-    # MatConvNet's [width, height, in, out] of a square kernel has the same shape as TF's.
-    if kernel.shape != tf_shape or bias.size != tf_shape[3]:
-        raise FCNError("%s is not VGG-19: layer %s has kernel %s and bias %s, expected %s and "
-                       "(%d,); %s" % (path, name, kernel.shape, bias.shape, tf_shape,
-                                      tf_shape[3], USE_VGG19))
-    print("Loaded %-8s kernel %-18s bias %s" % (name, tf_shape, (tf_shape[3],)))
-    return (matconvnet_kernel_to_tf(kernel).astype(np.float32),
-            bias.reshape(-1).astype(np.float32))
-
-
-def load_vgg19(mat, path="the .mat"):
-    """Reads VGG-19's 16 convolutions and the mean pixel out of a loaded MatConvNet .mat.
-
-    Returns (weights, mean_pixel): weights maps 'conv1_1'... to (kernel [h,w,in,out], bias [out]),
-    both float32. Layers are found by their name field, not position, and every kernel's shape is
-    checked; a file that is not VGG-19 raises FCNError naming what is wrong.
-    """
-    layers = _layers_by_name(mat, path)
-    weights = {name: _kernel_and_bias(layers, name, tf_shape, path)
-               for name, tf_shape in VGG19_CONV_SHAPES}
-    mean_pixel = mean_pixel_of(mat, path)
-    if mean_pixel is None:
-        raise FCNError("%s has no normalization.averageImage, so the mean pixel is unknown; %s"
-                       % (path, USE_VGG19))
-    print("Mean pixel (RGB): %s" % np.array2string(mean_pixel, precision=3))
-    return weights, mean_pixel
-
-
-def load_vgg19_fc(mat, path="the .mat"):
-    """VGG-19's fc6 and fc7 from a loaded MatConvNet .mat, as load_vgg19 reads the convolutions:
-    {'fc6': (kernel [7,7,512,4096], bias), 'fc7': (kernel [1,1,4096,4096], bias)}, transposed
-    from MatConvNet's [width, height, in, out] and shape-checked, one line printed each."""
-    layers = _layers_by_name(mat, path)
-    return {name: _kernel_and_bias(layers, name, tf_shape, path)
-            for name, tf_shape in VGG19_FC_SHAPES}
-
-
-def mean_pixel_of(mat, path="the .mat"):
-    """The mean pixel (RGB) of a loaded MatConvNet .mat, or None when it holds no averageImage."""
-    normalization = _normalization(mat)
-    average_image = None if normalization is None else _field(normalization, "averageImage")
-    if average_image is None:
-        return None
-    try:
-        return mean_pixel_from_average_image(average_image)
-    except ValueError as e:
-        raise FCNError("%s: %s; %s" % (path, e, USE_VGG19))
-
-
-def read_mean_pixel(path):
-    """The mean pixel of the .mat at path, reading only its normalization (not the 0.5 GB of
-    weights); None when the file holds none."""
-    return mean_pixel_of(load_mat(path, variable_names=("normalization", "meta")), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,9 +54,9 @@ def _as_compute_dtype(x, *params):
 @tf.RegisterGradient("FCNBiasAddGradSummed")
 def _bias_add_grad_summed(op, grad):
     """BiasAdd's gradient with the bias term as a reduce_sum, which accumulates bfloat16 in
-    float32. TensorFlow's own BiasAddGrad kernel accumulates bfloat16 in bfloat16 on the CPU:
-    measured over a 10x224x224 map of values near 1.3 it returns about 1,400 for a true sum of
-    150,000, so every bias of a bf16 run learned from a gradient off by orders of magnitude."""
+    float32. TensorFlow's own BiasAddGrad kernel accumulates bfloat16 in bfloat16 on the CPU,
+    which loses nearly all of a large sum: every bias of a bf16 run learned from a gradient off
+    by orders of magnitude (docs/performance.md)."""
     if op.get_attr("data_format") != b"NHWC":
         raise ValueError("FCNBiasAddGradSummed handles NHWC only")
     rank = tf.rank(grad)
@@ -295,11 +80,11 @@ def conv2d_basic(x, W, bias):
 def conv2d_as_matmul(x, W, bias):
     """conv2d_basic's function (stride 1, SAME) as matrix products, for the head's layers: a
     few pixels with thousands of channels (fc6: a 7x7 kernel on 7x7 maps, 512 -> 4096), where
-    the CPU's convolution kernels are slow and a GEMM is not (the README has the figures).
+    the CPU's convolution kernels are slow and a GEMM is not (docs/performance.md).
     W keeps its [k, k, in, out] shape and variable (the same checkpoints).
 
     Where x's height and width are known when the graph is built (training, validate,
-    visualize, predict --resize: FCN.fed_image_size), a k x k kernel is one product per tap
+    visualize, predict --resize: network.fed_image_size), a k x k kernel is one product per tap
     over only the output pixels whose input under that tap lies inside x: with SAME padding
     the others multiply zeros (at 224x224, 43% of fc6's multiply-adds), and a tap that sees
     only padding is left out. Otherwise (predict at each image's size, the export) it is one
@@ -396,21 +181,14 @@ def bilinear_upsample(x, factor):
     return upsampled
 
 
-def upsample_by_phases(x, W, b, stride):
-    """conv2d_transpose_strided(x, W, b, output_shape=[N, stride*H, stride*W, C], stride) for a
-    kernel of side 2*stride (the head's 16x16 stride-8 conv_t3), computed as four dense 2x2
-    convolutions (phase_groups) and a transpose that interleaves their outputs
-    (interleave_phases), over the same W: the same function and the same variable, faster on
-    the CPU (the README has the figures)."""
-    return interleave_phases(phase_groups(x, W, b, stride))
-
-
 def phase_groups(x, W, b, stride):
-    """upsample_by_phases before the interleave: four tensors [N, H, W, half, half, C]
-    (half = stride / 2), the groups (g_row, g_col) = (0, 0), (0, 1), (1, 0), (1, 1), whose
-    element [n, i, j, r', r'_col] is the output pixel [n, stride*i + half*g_row + r',
-    stride*j + half*g_col + r'_col]. A per-pixel computation (the argmax, the loss) can be done
-    on them before or without the interleave (phase_order arranges labels the same way).
+    """conv2d_transpose_strided(x, W, b, [N, stride*H, stride*W, C], stride) for a kernel of
+    side 2*stride (the head's 16x16 stride-8 conv_t3), as four dense 2x2 convolutions over the
+    same W, faster on the CPU; interleave_phases puts their outputs in place. Returns four
+    tensors [N, H, W, half, half, C] (half = stride / 2), the groups (g_row, g_col) = (0, 0),
+    (0, 1), (1, 0), (1, 1), whose element [n, i, j, r', r'_col] is the output pixel
+    [n, stride*i + half*g_row + r', stride*j + half*g_col + r'_col]. A per-pixel computation
+    (the argmax, the loss) can be done on them before or without the interleave (phase_order arranges labels the same way).
 
     Why it is equal. With SAME padding the transposed convolution puts input pixel q's kernel
     tap t at output row y = stride*q + t - stride/2. Write y = stride*i + r (r the phase) and
@@ -423,7 +201,7 @@ def phase_groups(x, W, b, stride):
     W, b = _as_compute_dtype(x, W, b)
     side, _, channels_out, channels_in = W.shape.as_list()
     if side != 2 * stride or stride % 2:
-        raise ValueError("upsample_by_phases needs an even stride and a kernel of twice the "
+        raise ValueError("phase_groups needs an even stride and a kernel of twice the "
                          "stride, not %dx%d with stride %d" % (side, side, stride))
     half = stride // 2
     # W's rows t = stride*a + half*b + r' with a = 1 - d, b = 1 - g; the same for columns.
@@ -433,7 +211,7 @@ def phase_groups(x, W, b, stride):
     shape = tf.shape(x)
     groups = []
     # unstack, then 6-D transposes: one 8-D transpose of W, or slicing each group out (whose
-    # gradients are zero-filled copies), measured several times slower.
+    # gradients are zero-filled copies), measured slower (docs/performance.md).
     for g_row, row_blocks in enumerate(tf.unstack(blocks, axis=1)):
         for g_col, block in enumerate(tf.unstack(row_blocks, axis=3)):
             # block: d, r', d_col, r'_col, out, in -> kernel: d, d_col, in, (r', r'_col, out)
@@ -499,9 +277,9 @@ def sparse_cross_entropy(logits, labels, name=None):
     pixel's -log softmax(logits)[label], float32 [...] for logits [..., C] and int labels [...]
     in [0, C), with its gradient softmax - one_hot(label).
 
-    The same function and gradient built from one softmax (oneDNN's kernel on the CPU), which
-    the README measures several times faster over the full-size logits than TensorFlow's fused
-    kernel. The loss is taken as max(logits) - log(max(softmax)) - logits[label]: equal to
+    The same function and gradient built from one softmax (oneDNN's kernel on the CPU), faster
+    over the full-size logits than TensorFlow's fused kernel (docs/performance.md). The loss
+    is taken as max(logits) - log(max(softmax)) - logits[label]: equal to
     -log(softmax[label]) but finite where that softmax underflows (max(softmax) >= 1/C).
     """
     @tf.custom_gradient
@@ -542,99 +320,3 @@ def add_gradient_summary(grad, var):
 
 def add_variable_summary(var):
     tf.summary.histogram(var.op.name, var)
-
-
-# ----------------------------------------------------------------------------------------------
-# Images
-# ----------------------------------------------------------------------------------------------
-
-def write_image_atomically(path, image):
-    """Writes a PNG to path through a temporary name, so that no half-written image is left; a
-    full disk (or another write error) is the one-line FCNError."""
-    with writing(path), atomic_path(path) as part:
-        imageio.imwrite(part, np.asarray(image), format="PNG")
-    return path
-
-
-def save_image(image, save_dir, name):
-    """Writes image (HxW or HxWxC, values 0..255) to <save_dir>/<name>.png (the reference's name)."""
-    return write_image_atomically(os.path.join(save_dir, name + ".png"),
-                                  np.asarray(image).astype(np.uint8))
-
-
-def full_palette(palette):
-    """The palette as a table of all 256 label values: values no class has (the ignore label,
-    VOC's 255) get VOID_COLOUR."""
-    table = np.tile(np.array(VOID_COLOUR, np.uint8), (256, 1))
-    table[:len(palette)] = np.asarray(palette, np.uint8)[:256]
-    return table
-
-
-def colorize(labels, palette):
-    """Labels [H,W] or [H,W,1] (0..255) -> an RGB uint8 image with the palette's colours."""
-    labels = np.asarray(labels)
-    if labels.ndim == 3:
-        labels = labels[..., 0]
-    return full_palette(palette)[labels.astype(np.intp)]
-
-
-def blend(image, colours, alpha=0.5):
-    """The colour map laid over the image, alpha of the colours (both uint8 RGB, same size)."""
-    mixed = (1 - alpha) * np.asarray(image, np.float32) + alpha * np.asarray(colours, np.float32)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
-
-def with_legend(picture, labels_present, class_names, palette):
-    """picture (uint8 RGB) above a legend: a colour swatch, number and name per label present.
-    The picture keeps its pixels; the canvas is at least one legend entry wide."""
-    from PIL import Image, ImageDraw  # Pillow: installed with imageio, used only for the legend
-
-    height, width = picture.shape[:2]
-    entry_width, line_height = 160, 14
-    canvas_width = max(width, entry_width)
-    columns = max(1, canvas_width // entry_width)
-    legend_rows = (len(labels_present) + columns - 1) // columns
-    canvas = Image.new("RGB", (canvas_width, height + 4 + legend_rows * line_height), "white")
-    canvas.paste(Image.fromarray(np.asarray(picture, np.uint8)), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    colours = full_palette(palette)
-    for i, k in enumerate(labels_present):
-        x = (i % columns) * entry_width + 2
-        y = height + 4 + (i // columns) * line_height
-        draw.rectangle([x, y + 1, x + 10, y + 11], fill=tuple(int(c) for c in colours[k]),
-                       outline="black")
-        name = class_names[k] if k < len(class_names) else "ignored"
-        draw.text((x + 14, y), ("%d %s" % (k, name))[:24], fill="black")
-    return np.asarray(canvas)
-
-
-def labels_present(*label_maps):
-    """The sorted label values that occur in any of the maps."""
-    return sorted(set().union(*(np.unique(np.asarray(m)).tolist() for m in label_maps)))
-
-
-def side_by_side_panel(image, ground_truth, prediction, class_names, palette,
-                       min_tile_width=256):
-    """input | ground truth | prediction in colour, above a legend of the classes present by name."""
-    gt = np.asarray(ground_truth).reshape(np.asarray(ground_truth).shape[:2])
-    pred = np.asarray(prediction).reshape(gt.shape)
-    row = np.concatenate([np.asarray(image, np.uint8), colorize(gt, palette),
-                          colorize(pred, palette)], axis=1)
-    # Small inputs are enlarged (nearest neighbour, so labels stay crisp) to a readable size.
-    zoom = max(1, -(-min_tile_width // gt.shape[1]))
-    row = row.repeat(zoom, axis=0).repeat(zoom, axis=1)
-    return with_legend(row, labels_present(gt, pred), class_names, palette)
-
-
-def largest_labels(labels, limit):
-    """The label values covering the most pixels, at most limit of them, largest first."""
-    counts = np.bincount(np.asarray(labels, np.intp).reshape(-1), minlength=256)
-    present = np.flatnonzero(counts)
-    return present[np.argsort(-counts[present], kind="stable")][:limit].tolist()
-
-
-def prediction_overlay(image, labels, class_names, palette, legend_entries=12):
-    """The predicted colours blended over the image, at its size, above a small legend of the
-    classes covering the most pixels (an untrained model can scatter dozens of classes)."""
-    return with_legend(blend(image, colorize(labels, palette)),
-                       largest_labels(labels, legend_entries), class_names, palette)

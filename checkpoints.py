@@ -167,12 +167,6 @@ def checkpoint_to_use(logs_dir, purpose=""):
     return checkpoint
 
 
-def unreadable_checkpoints(logs_dir):
-    """{prefix: what is wrong} of the checkpoints in logs_dir that cannot be restored."""
-    problems = {p: checkpoint_problem(p) for p in checkpoints_on_disk(logs_dir)}
-    return {p: problem for p, problem in problems.items() if problem is not None}
-
-
 # ---- the state file ----------------------------------------------------------------------------
 
 def _empty_state():
@@ -437,13 +431,10 @@ def remove_partial_saves(logs_dir):
 # Another model's weights (--init_from) and the class count of a checkpoint
 # ----------------------------------------------------------------------------------------------
 
-CLASS_COUNT_VARIABLE = "inference/b8"  # the coarse score layer's bias: one entry per class
-
-
-def class_count(path, variable=CLASS_COUNT_VARIABLE):
+def class_count(path, variable):
     """The number of classes of the model in the checkpoint at path, or None when it has no
-    score layer of this network; variable: the score layer's bias (the reference's b8 unless
-    another network's is named)."""
+    score layer of this network; variable: the score layer's bias (network.CLASS_COUNT_VARIABLES
+    names each network's)."""
     shapes = dict(tf.train.list_variables(path))
     shape = shapes.get(variable)
     return None if shape is None else int(shape[0])

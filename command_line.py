@@ -1,13 +1,18 @@
-"""A program's command line read strictly, against its own absl flags only.
+"""What absl.flags does not do for a program's command line: one-line errors, the refusal of stray
+arguments and of a value that is really the next flag, and --help by the groups of the flag block.
 
-tf.app.run tolerated unknown flags: `--logsdir=X` trained into logs/, `-h` started a training.
-Here an unknown flag, a stray argument or a value of the wrong type is one line (FCNError),
-naming the nearest real flag; -h and --help list the program's flags in the groups of its
-source's flag block. Works on absl Flag objects; imports no TensorFlow.
+absl parses (--name=value, --name value, --name and --noname for switches, the last one given
+wins) and refuses an unknown flag or a value that does not convert; here its errors become one
+line (FCNError) naming the flag and the nearest real one. The program's flags live in their own
+absl FlagValues, so TensorFlow's and absl's own (logging, testing, TPUs) are not taken. No
+TensorFlow here.
 """
 import difflib
+import functools
 import re
 import textwrap
+
+from absl import flags
 
 from guards import FCNError
 
@@ -21,6 +26,14 @@ class HelpRequest(Exception):
     """-h, --help or --helpfull on the command line; args[0] is the text to print."""
 
 
+def definers(flag_values):
+    """absl's DEFINE_string, DEFINE_integer, DEFINE_float and DEFINE_bool, defining into
+    flag_values."""
+    return tuple(functools.partial(define, flag_values=flag_values)
+                 for define in (flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float,
+                                flags.DEFINE_bool))
+
+
 def closest_flag(name, names):
     """The flag name nearest to a mistyped one (difflib's ratio of at least 0.6), or None."""
     match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
@@ -32,60 +45,56 @@ def _did_you_mean(name, names, value=""):
     return "; did you mean --%s%s?" % (nearest, value) if nearest else ""
 
 
-def parse_value(flag, text):
-    """text converted by the flag's own absl parser; FCNError when it does not convert."""
-    try:
-        return flag.parser.parse(text)
-    except (ValueError, TypeError):
-        raise FCNError("--%s=%s: %s" % (flag.name, text,
-                                        VALUE_KINDS.get(flag.flag_type(), "not a valid value")))
+def _refuse_a_flag_as_value(args, flag_values):
+    """absl would take the argument after a value flag as its value even when it is the next
+    flag (--logs_dir --mode=train), or fail with a bare error when there is none."""
+    for position, arg in enumerate(args):
+        name, equals, _ = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or equals or name not in flag_values \
+                or flag_values[name].boolean:
+            continue
+        if position + 1 == len(args) or args[position + 1].startswith("--"):
+            raise FCNError("--%s needs a value: --%s=VALUE" % (name, name))
 
 
-def parse(argv, flags, program, defined_in):
-    """The settings {flag name: value} that argv (argv[0] the program) asks for: each flag of
-    `flags` ({name: absl Flag}) at its default unless given as --name=value, --name value,
-    --name or --noname (switches); the last one given wins.
+def parse(argv, flag_values, program, defined_in):
+    """Parses argv (argv[0] the program) into flag_values, every flag not given at its default.
 
     Raises HelpRequest for -h, --help, --helpfull (the help of the flags that the source file
     `defined_in` defines), and FCNError (one line) for a flag that is not one of these (naming
-    the nearest that is), an argument that is not a flag, or a value of the wrong type. Reads
-    the definitions only: nothing changes. Whether the values make sense is the program's.
+    the nearest that is), an argument that is not a flag, or a value of the wrong type; the
+    flags are then left at their defaults. Whether the values make sense is the program's.
     """
     args = list(argv[1:])
     for arg in args:
         if arg in HELP_ARGUMENTS:
             with open(defined_in, encoding="utf-8") as f:
                 groups = flag_groups(f.read())
-            raise HelpRequest(help_text(flags, groups, program, full=arg == "--helpfull"))
-    names = list(flags)
-    switches = [name for name, flag in flags.items() if flag.boolean]
-    settings = {name: flag.default for name, flag in flags.items()}
-    position = 0
-    while position < len(args):
-        arg = args[position]
-        position += 1
-        if not arg.startswith("-") or arg.strip("-") == "":
+            raise HelpRequest(help_text(flag_values, groups, program,
+                                        full=arg == "--helpfull"))
+    names = list(flag_values)
+    flag_values.unparse_flags()
+    try:
+        _refuse_a_flag_as_value(args, flag_values)
+        try:
+            rest = flag_values([argv[0]] + args)
+        except flags.UnrecognizedFlagError as e:
+            raise FCNError("unknown flag %s%s (python %s --help lists the flags)"
+                           % (e.flagvalue, _did_you_mean(e.flagname, names), program))
+        except flags.Error as e:  # absl's "flag --NAME=VALUE: why"
+            match = re.match(r"flag --(\w+)=(.*?): ", str(e))
+            if not match:
+                raise FCNError(str(e).splitlines()[0])
+            kind = VALUE_KINDS.get(flag_values[match.group(1)].flag_type(), "not a valid value")
+            raise FCNError("--%s=%s: %s" % (match.group(1), match.group(2), kind))
+        if rest[1:]:
+            arg = rest[1]
             name, equals, value = arg.partition("=")
             raise FCNError("unexpected argument '%s': this program takes only flags, "
                            "--name=value%s" % (arg, _did_you_mean(name, names, equals + value)))
-        name, equals, value = arg.lstrip("-").partition("=")
-        if name in flags:
-            flag = flags[name]
-            if flag.boolean and not equals:
-                settings[name] = True
-                continue
-            if not equals:
-                if position == len(args) or args[position].startswith("--"):
-                    raise FCNError("--%s needs a value: --%s=VALUE" % (name, name))
-                value = args[position]
-                position += 1
-            settings[name] = parse_value(flag, value)
-        elif name.startswith("no") and name[2:] in switches and not equals:
-            settings[name[2:]] = False
-        else:
-            raise FCNError("unknown flag %s%s (python %s --help lists the flags)"
-                           % (arg, _did_you_mean(name, names), program))
-    return settings
+    except FCNError:
+        flag_values.unparse_flags()
+        raise
 
 
 def flag_groups(source):
@@ -94,7 +103,7 @@ def flag_groups(source):
     groups, heading = [], "flags"
     for line in source.splitlines():
         header = re.match(r"# -+ (.+?) -+$", line)
-        define = re.match(r'tf\.flags\.DEFINE_\w+\(\s*"(\w+)"', line)
+        define = re.match(r'(?:tf\.)?(?:flags\.)?DEFINE_\w+\(\s*"(\w+)"', line)
         if header:
             heading = header.group(1)
         elif define:
@@ -110,20 +119,20 @@ def _default_text(flag):
     return "none" if flag.default in (None, "") else str(flag.default)
 
 
-def help_text(flags, groups, program, full=False):
+def help_text(flag_values, groups, program, full=False):
     """What -h and --help print: the flags by group (name, default, help), flags in no group
     last; --helpfull adds how the command line is read."""
     listed = {name for _, names in groups for name in names}
-    others = [name for name in flags if name not in listed]
+    others = [name for name in flag_values if name not in listed]
     groups = list(groups) + ([("other", others)] if others else [])
     lines = ["usage: python %s --flag=value ...   (python %s --mode=train trains)"
              % (program, program)]
     for heading, names in groups:
         lines += ["", heading + ":"]
         for name in names:
-            if name not in flags:
+            if name not in flag_values:
                 continue
-            flag = flags[name]
+            flag = flag_values[name]
             spelled = "--%s, --no%s" % (name, name) if flag.boolean else "--%s" % name
             lines.append("  %s  (default: %s)" % (spelled, _default_text(flag)))
             lines += textwrap.wrap(flag.help, 96, initial_indent=" " * 6,

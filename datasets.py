@@ -132,6 +132,14 @@ def dataset_palette(dataset, num_classes):
     return label_palette(num_classes)
 
 
+def full_palette(palette):
+    """The palette as a table of all 256 label values: values no class has (the ignore label,
+    VOC's 255) get VOID_COLOUR."""
+    table = np.tile(np.array(VOID_COLOUR, np.uint8), (256, 1))
+    table[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+    return table
+
+
 # ----------------------------------------------------------------------------------------------
 # What a model knows of its classes
 # ----------------------------------------------------------------------------------------------
@@ -173,6 +181,12 @@ def ignore_labels(dataset, ignore_label=None):
     return ignore_label, ignore_label
 
 
+def classes_of(dataset_name, data_dir, ignore_label=None):
+    """The ClassInfo of a dataset, its class names read from data_dir."""
+    dataset = DATASETS[dataset_name]
+    return class_info(dataset, reader_module(dataset).read_class_names(data_dir), ignore_label)
+
+
 def class_info(dataset, class_names, ignore_label=None):
     """The ClassInfo of a model trained on dataset with these class names."""
     loss_ignore, metric_ignore = ignore_labels(dataset, ignore_label)
@@ -201,12 +215,6 @@ def info_from_json(content, path):
     if not names:
         raise FCNError("%s names no class; delete it, and pass --dataset" % path)
     return info
-
-
-def generic_info(count):
-    """Classes known only by their number (a checkpoint without classes.json of another count)."""
-    return ClassInfo("unknown", ["class %d" % k for k in range(count)], label_palette(count),
-                     None, None)
 
 
 def stored_classes(logs_dir):

@@ -54,3 +54,12 @@ def device_line(gpus):
     if not gpus:
         return "Devices: CPU only (no GPU visible)"
     return "Devices: " + ", ".join(gpus)
+
+
+def bf16_warning(precision, gpus, cpu_flags):
+    """The warning line for --precision=bf16 where bfloat16 is not native, else None."""
+    if precision != "bf16" or native_bf16(gpus, cpu_flags):
+        return None
+    return ("Warning: --precision=bf16 is emulated here (no GPU, and the CPU has none of %s): "
+            "it is slower than fp32 on this machine; --precision=fp32 is the faster choice"
+            % ", ".join(NATIVE_BF16_CPU_FLAGS))

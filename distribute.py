@@ -4,7 +4,7 @@ mode (tf.compat.v1.distribute): --distribute=mirrored (the devices of one machin
 
 The parsing and the checks are pure functions, testable without a session or a cluster; the
 strategy, the server and the session's target and configuration are made at the end of the
-file. FCN.py's Model builds the replicas' graph and its training loop talks to the other
+file. network.Model builds the replicas' graph and training.py's loop talks to the other
 workers; --distribute=none never comes here.
 """
 import collections
@@ -132,13 +132,6 @@ def replica_batch(global_batch, num_replicas):
     return global_batch // num_replicas
 
 
-def worker_slice(global_batch, rank, num_workers):
-    """(start, end) of this worker's images within each global batch: each worker reads its own
-    part of the same seeded epoch order, so that no image is used twice in an epoch."""
-    per_worker = replica_batch(global_batch, num_workers)
-    return rank * per_worker, (rank + 1) * per_worker
-
-
 def lost_worker_message(timeout, detail, last_checkpoint, starting=False):
     """The one line when the other workers did not answer within --worker_timeout seconds."""
     what = ("the other workers did not all start" if starting
@@ -154,15 +147,16 @@ def check_settings(settings):
     """FCNError for a --distribute, --all_reduce, --devices or --worker_timeout that cannot
     work (before anything is loaded)."""
     for name, choices in (("distribute", MODES), ("all_reduce", ALL_REDUCES)):
-        if settings[name] not in choices:
-            raise FCNError("--%s=%s: use %s" % (name, settings[name], ", ".join(choices)))
-    if settings["worker_timeout"] < 1:
+        value = getattr(settings, name)
+        if value not in choices:
+            raise FCNError("--%s=%s: use %s" % (name, value, ", ".join(choices)))
+    if settings.worker_timeout < 1:
         raise FCNError("--worker_timeout=%d: it must be at least 1 (seconds)"
-                       % settings["worker_timeout"])
-    if settings["devices"] and settings["distribute"] != "mirrored":
+                       % settings.worker_timeout)
+    if settings.devices and settings.distribute != "mirrored":
         raise FCNError("--devices is for --distribute=mirrored; with multi_worker each machine "
                        "uses all its GPUs (limit them with CUDA_VISIBLE_DEVICES)")
-    parse_devices(settings["devices"])
+    parse_devices(settings.devices)
 
 
 # ---- the strategy, the server, the session (TensorFlow from here on) ---------------------------
@@ -172,30 +166,30 @@ class Cluster:
     the session's target and configuration, and the server that multi_worker starts."""
 
     def __init__(self, tf, settings, gpu_count):
-        self.mode = settings["distribute"]
-        self.timeout = settings["worker_timeout"]
+        self.mode = settings.distribute
+        self.timeout = settings.worker_timeout
         self.task, self.server, self.target = None, None, ""
         self.config = tf.ConfigProto()
         if self.mode == "mirrored":
-            devices = parse_devices(settings["devices"])
+            devices = parse_devices(settings.devices)
             check_devices(devices, gpu_count)
             self.config.device_count["CPU"] = cpu_device_count(devices)
             self.strategy = tf.distribute.MirroredStrategy(
-                devices or None, cross_device_ops=_mirrored_all_reduce(tf, settings["all_reduce"]))
+                devices or None, cross_device_ops=_mirrored_all_reduce(tf, settings.all_reduce))
         else:
             self.task = parse_tf_config(os.environ.get("TF_CONFIG", ""))
             # Made in graph mode: made eagerly, it would start a server of its own on this
             # task's port, and the session's server could not take it.
             with tf.Graph().as_default():
                 self.strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy(
-                    communication=_collective_communication(tf, settings["all_reduce"]))
+                    communication=_collective_communication(tf, settings.all_reduce))
             self.config = self.strategy.update_config_proto(self.config)
         self.replicas = self.strategy.num_replicas_in_sync
         self.local_replicas = len(self.strategy.extended.worker_devices)
         self.num_workers = 1 if self.task is None else self.task.num_workers
         self.rank = 0 if self.task is None else self.task.rank
         self.is_chief = is_chief(self.task)
-        replica_batch(settings["batch_size"], self.replicas)
+        replica_batch(settings.batch_size, self.replicas)
 
     def start(self, tf):
         """Starts this worker's server (multi_worker); the session target to open."""

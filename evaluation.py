@@ -5,7 +5,7 @@ the predictor is a function, so the loop is testable without a session.
 """
 import numpy as np
 
-import BatchDatsetReader as dataset
+import image_files
 import metrics
 
 # The subset training scores is drawn from its own constant seed, not --seed: the same images at
@@ -46,9 +46,9 @@ def score(reader, predict, num_classes, ignore_label, batch_size, progress=None)
                 continue
             seen.add(record["filename"])
             loss_sum += float(losses[k])
-            truth = dataset.read_annotation(record["annotation"])
+            truth = image_files.read_annotation(record["annotation"])
             predicted = labels[k].reshape(labels.shape[1:3])
-            scored = dataset.resize_label(predicted, *truth.shape)
+            scored = image_files.resize_label(predicted, *truth.shape)
             confusion += metrics.confusion_matrix(truth, scored, num_classes, ignore_label)
         if progress is not None:
             progress(len(seen), total)

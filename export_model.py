@@ -8,14 +8,11 @@ written into a staging folder next to it (<step>.part-<pid>-<hex>, which TF Serv
 being a number) and renamed when complete. The SavedModel is always written: every converter
 starts from it.
 
-The graph is built afresh from FCN's own network (FCN.build_model, whatever variant and class
-count the model has) with resource variables, and restored from the newest readable checkpoint:
-never the training graph, whose Adam slots would triple the size. Its signature takes uint8
-images of any size and does the padding to a multiple of 32 (with the mean pixel, exactly as
+The graph is built afresh from the network (network.build_model, whatever variant, width and
+class count the model has) with resource variables, and restored from the newest readable
+checkpoint: never the training graph, whose Adam slots would triple the size. Its signature
+takes uint8 images of any size and does the padding to a multiple of 32 (with the mean pixel, exactly as
 --mode=predict) and the crop back itself, so that a client needs to know nothing of the network.
-
-This module does not import FCN: FCN.py runs as __main__, and a second import would define its
-flags twice. FCN passes itself in (the `fcn` argument).
 """
 import importlib.util
 import os
@@ -30,7 +27,11 @@ import tensorflow.compat.v1 as tf
 
 import checkpoints
 import datasets
+import model_checks
+import network
+import predicting
 import tiles
+import vgg_weights
 from guards import FCNError, process_is_alive, remove_quietly, temporary_name, \
     ensure_writable_dir, write_json_atomically
 
@@ -52,7 +53,8 @@ INPUT = "images"  # uint8 [N, H, W, 3], RGB
 OUTPUTS = ("labels", "confidence")  # int32 [N, H, W]; float32 [N, H, W]
 CLASS_NAMES_ASSET = "classes.txt"  # one class name per line, line 1 class 0
 MANIFEST_NAME = "export.json"
-# With protobuf's compiled backend tf2onnx was killed at about 20 GB on the full network.
+# With protobuf's compiled backend tf2onnx needs far more memory on the full network
+# (docs/deploying.md).
 CONVERTER_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 
 
@@ -100,8 +102,8 @@ def missing_converter(formats):
 
 def check_export_settings(settings):
     """(formats, image size) of the settings; FCNError for what cannot work, before any work."""
-    formats = parse_formats(settings["export_format"])
-    image_size = parse_image_size(settings["export_image_size"])
+    formats = parse_formats(settings.export_format)
+    image_size = parse_image_size(settings.export_image_size)
     problem = missing_converter(formats)
     if problem:
         raise problem
@@ -109,7 +111,7 @@ def check_export_settings(settings):
 
 
 def export_dir_of(settings):
-    return settings["export_dir"] or os.path.join(settings["logs_dir"], "export")
+    return settings.export_dir or os.path.join(settings.logs_dir, "export")
 
 
 # ---- the version folder ------------------------------------------------------------------------
@@ -196,9 +198,10 @@ def with_portable_patches(graph_def):
     return result
 
 
-def build_export_graph(fcn, settings, classes, image_size=None):
+def build_export_graph(settings, classes, checkpoint, image_size=None):
     """(graph, input tensor, {output name: tensor}) of the serving graph: uint8 images in,
-    labels and confidence out, around FCN's network as fcn.build_model builds it for inference.
+    labels and confidence out, around the network as network.build_model builds it to predict
+    with the checkpoint's values.
 
     The network is built in its own graph (build_model makes one), then imported into the
     serving graph with its image placeholder mapped to the padded images (and its keep
@@ -211,15 +214,15 @@ def build_export_graph(fcn, settings, classes, image_size=None):
     try:
         # float32 whatever --precision: a bf16 run's checkpoints hold float32 variables, and
         # TFLite and ONNX runtimes compute float32.
-        network_graph, model = fcn.build_model(dict(settings, precision="fp32"), False, classes,
-                                               vgg_from_checkpoint=True)
+        network_graph, model = network.build_model(settings.replace(precision="fp32"), False,
+                                                   classes, weights_from=checkpoint)
     finally:
         if not enabled:
             tf.disable_resource_variables()
     with network_graph.as_default():
         meta_graph = tf.train.export_meta_graph(clear_devices=True)
     meta_graph.graph_def.CopyFrom(with_portable_patches(meta_graph.graph_def))
-    mean_pixel = fcn.mean_pixel_for_restore(settings["model_dir"])
+    mean_pixel = vgg_weights.mean_pixel_for_restore(settings.model_dir)
     shape = [None, None, None, 3] if image_size is None else [1, image_size[0], image_size[1], 3]
     graph = tf.Graph()
     with graph.as_default():
@@ -247,13 +250,13 @@ def write_class_files(folder, classes):
     return [names_path, json_path]
 
 
-def write_saved_model(fcn, settings, classes, checkpoint, folder, image_size):
+def write_saved_model(settings, classes, checkpoint, folder, image_size):
     """The SavedModel of the checkpoint in folder (which must not exist yet)."""
-    graph, images, outputs = build_export_graph(fcn, settings, classes, image_size)
+    graph, images, outputs = build_export_graph(settings, classes, checkpoint, image_size)
     with graph.as_default(), tempfile.TemporaryDirectory() as scratch:
         for path in write_class_files(scratch, classes):
             tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, tf.constant(path))
-        with tf.Session(config=fcn.session_config()) as sess:
+        with tf.Session(config=network.session_config()) as sess:
             checkpoints.restore(sess, checkpoint, tf.global_variables())
             signature = tf.saved_model.signature_def_utils.predict_signature_def(
                 inputs={INPUT: images}, outputs=outputs)
@@ -304,8 +307,9 @@ def convert_onnx(saved_model_dir, path):
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not os.path.exists(path):
         lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        why = ("killed by signal %d, most likely for want of memory: it needs about 12 GB"
-               % -proc.returncode if proc.returncode < 0 else (lines or ["no output"])[-1].strip())
+        why = ("killed by signal %d, most likely for want of memory (docs/deploying.md gives "
+               "what it needs)" % -proc.returncode if proc.returncode < 0
+               else (lines or ["no output"])[-1].strip())
         raise FCNError("the ONNX conversion (tf2onnx) failed: %s; the other formats are not "
                        "written either, export again" % why)
     return peak_child_memory()
@@ -320,14 +324,14 @@ def file_nbytes(path):
 
 # ---- the mode ----------------------------------------------------------------------------------
 
-def run_export(settings, fcn):
-    """--mode=export. fcn: the FCN module (network, classes, mean pixel). Returns the manifest
-    (what was written where), also saved as export.json in the version folder."""
+def run_export(settings):
+    """--mode=export. Returns the manifest (what was written where), also saved as export.json
+    in the version folder."""
     formats, image_size = check_export_settings(settings)
     export_dir = export_dir_of(settings)
-    checkpoint = checkpoints.checkpoint_to_use(settings["logs_dir"], " to export")
-    classes = fcn.predict_classes(settings)
-    fcn.check_class_count(checkpoint, classes, settings)
+    checkpoint = checkpoints.checkpoint_to_use(settings.logs_dir, " to export")
+    classes = predicting.model_classes(settings)
+    model_checks.check_class_count(checkpoint, classes, settings)
     step = checkpoints.saved_step(checkpoint)
     ensure_writable_dir(export_dir, "export_dir")
     version_dir = os.path.join(export_dir, str(step))
@@ -341,7 +345,7 @@ def run_export(settings, fcn):
                 "signature": SIGNATURE, "tensorflow": tf.__version__, "files": {}}
     try:
         started = time.time()
-        write_saved_model(fcn, settings, classes, checkpoint, staging, image_size)
+        write_saved_model(settings, classes, checkpoint, staging, image_size)
         record(manifest, "saved_model", staging, staging, started)
         for kind in formats:
             if kind == "saved_model":

@@ -5,12 +5,12 @@ TensorFlow here.
 import os
 
 from guards import FCNError
+from image_files import IMAGE_EXTENSIONS
 
 
 def list_images(path):
     """The image files at --image path: the file itself, or the image files in the folder
     (sorted; not its subfolders, even one named like an image)."""
-    from BatchDatsetReader import IMAGE_EXTENSIONS  # PIL and imageio only when predict runs
     if os.path.isdir(path):
         found = sorted(os.path.join(path, name) for name in os.listdir(path)
                        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS

@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 import zlib
 
-from BatchDatsetReader import IMAGE_EXTENSIONS
+from image_files import IMAGE_EXTENSIONS
 from datasets import ADE20K
 from downloads import fetch_archive, url_file_name
 from guards import FCNError, atomic_path

@@ -17,7 +17,7 @@ would give figures that cannot be compared with anyone's. Nothing is cached: the
 Annotations are palette PNGs whose indices are the classes 0..20 (CLASS_NAMES) and 255 on object
 boundaries and 'difficult' regions, the ignore label (datasets.VOC). Their palette is the VOC
 colour map, so read as RGB they would give colours, not classes: imageio's Pillow path converts a
-palette to RGB unless asked for the indices. BatchDatsetReader.read_annotation asks for them, so
+palette to RGB unless asked for the indices. image_files.read_annotation asks for them, so
 the batch reader gets the class indices; nothing here decodes pixels.
 
 The tar (about 2 GB) is downloaded only when <data_dir>/VOCdevkit/VOC2012 is missing, as the ADE20K

@@ -167,8 +167,8 @@ def format_table(results):
 
 def session_config():
     """(config, description): the session settings FCN.py runs with."""
-    import FCN
-    return FCN.session_config(), "FCN.session_config()"
+    import network
+    return network.session_config(), "network.session_config()"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def measure_ceiling(chain, warmup, repeats):
 def random_vgg_weights(seed=0):
     """He-scaled random VGG-19 weights in FCN.inference's format: the timings do not depend on
     the values, and the real .mat cannot be assumed here."""
-    from TensorflowUtils import VGG19_CONV_SHAPES
+    from vgg_weights import VGG19_CONV_SHAPES
     rng = np.random.RandomState(seed)
     return {name: ((rng.standard_normal(shape) * math.sqrt(2.0 / (9 * shape[2])))
                    .astype(np.float32), np.zeros(shape[3], np.float32))
@@ -246,11 +246,13 @@ def build_network(image_size, precision, config, training=True):
     (no dropout). Returns (session, tensors)."""
     import tensorflow.compat.v1 as tf
     import FCN
+    import network
+    import vgg_weights
     graph = tf.Graph()
     with graph.as_default():
-        image, annotation, keep_prob = FCN.input_placeholders(image_size)
+        image, annotation, keep_prob = network.input_placeholders(image_size)
         pred, logits = FCN.inference(image, keep_prob if training else None,
-                                     vgg=(random_vgg_weights(), FCN.VGG19_MEAN_PIXEL),
+                                     vgg=(random_vgg_weights(), vgg_weights.VGG19_MEAN_PIXEL),
                                      debug=False, precision=precision)
         tensors = dict(image=image, annotation=annotation, keep_prob=keep_prob, pred=pred)
         if training:

@@ -25,18 +25,18 @@ def fcn8s_conv_layers(h, w):
     """The convolutions of FCN-8s on an h x w image, in order, as
     (name, out_height, out_width, dense_kernel_side, cin, cout).
 
-    The VGG convolutions after FCN.HEAD_INPUT (conv5_4) are left out: they feed nothing and are
+    The VGG convolutions after network.HEAD_INPUT (conv5_4) are left out: they feed nothing and are
     pruned. A transposed convolution of kernel k and stride s does (k/s)^2 multiply-adds per
     output pixel per channel pair (each output sees k/s input pixels per axis), so it is listed
     as a dense convolution of side k/s at its output resolution.
     """
-    import FCN
-    from TensorflowUtils import VGG19_BLOCKS
+    import network
+    from vgg_weights import conv_layers
     layers = []
-    for pools, convs in enumerate(VGG19_BLOCKS):
+    for pools, convs in enumerate(conv_layers()):
         for name, cin, cout in convs:
             layers.append((name, _halve(h, pools), _halve(w, pools), 3, cin, cout))
-            if name == FCN.HEAD_INPUT:
+            if name == network.HEAD_INPUT:
                 break
     h32, w32 = _halve(h, 5), _halve(w, 5)
     layers += [("fc6", h32, w32, 7, 512, 4096),

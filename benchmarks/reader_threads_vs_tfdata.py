@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import BatchDatsetReader as reader  # noqa: E402
+import image_files  # noqa: E402
 import read_MITSceneParsingData as scene  # noqa: E402
 from tests.make_dataset import make_scene_dataset  # noqa: E402
 
@@ -41,7 +42,7 @@ def time_tfdata(records):
     def load(index):
         options = reader.check_options({"resize": True, "resize_size": SIZE})
         _, image, label = reader.load_readable(records, np.arange(len(records)), int(index),
-                                               options, reader.UnreadableRecords(len(records)))
+                                               options, image_files.UnreadableRecords(len(records)))
         return image, label
 
     def load_tf(index):

@@ -58,9 +58,9 @@ def vgg_mat_paths(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vgg(vgg_mat_paths):
     """(weights, mean_pixel) of the synthetic VGG-19, as FCN.inference takes them."""
-    import TensorflowUtils as utils
+    import vgg_weights
     path = vgg_mat_paths["beta16"]
-    return utils.load_vgg19(utils.load_mat(path), path)
+    return vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
 
 
 @pytest.fixture(scope="session")

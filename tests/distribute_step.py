@@ -1,4 +1,4 @@
-"""One training step of FCN.Model on one device and on 2 mirrored replicas, from the same
+"""One training step of network.Model on one device and on 2 mirrored replicas, from the same
 weights on the same global batch, and checkpoint round trips between them; run in a process of
 its own by tests/test_distribute.py (the CPU is split into 2 devices for the session).
 
@@ -20,9 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-import FCN  # noqa: E402
 import checkpoints  # noqa: E402
 import distribute  # noqa: E402
+import network  # noqa: E402
+import vgg_weights  # noqa: E402
 
 CHECKED = ["inference/conv1_1_w", "inference/conv4_2_b", "inference/W6", "inference/W8",
            "inference/W_t1", "inference/W_t3", "inference/b_t3"]
@@ -40,7 +41,7 @@ def build(vgg, strategy=None):
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(0)
-        model = FCN.Model(vgg, training=True, strategy=strategy)
+        model = network.Model(vgg, training=True, strategy=strategy)
         by_name = {v.op.name: v for v in model.saveable}
         saver = tf.train.Saver(model.saveable)
     return graph, model, by_name, saver
@@ -55,7 +56,8 @@ def largest_relative(a, b):
 
 
 def main(model_dir, work_dir, result_path):
-    vgg = FCN.load_vgg(model_dir)
+    weights, mean_pixel, _ = vgg_weights.load_vgg(model_dir)
+    vgg = (weights, mean_pixel)
     images, annotations = the_batch()
     slots = [n + "/Adam" for n in CHECKED]
     result = {}

@@ -16,9 +16,9 @@ import sys
 if __package__ in (None, ""):  # run as a file: make `tests` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from TensorflowUtils import VGG19_FILE_NAME  # noqa: E402
 from tests.make_dataset import make_folder_dataset, make_scene_dataset  # noqa: E402
 from tests.make_vgg_mat import vgg19_fc_weights, write_vgg19_mat  # noqa: E402
+from vgg_weights import VGG19_FILE_NAME  # noqa: E402
 
 
 def write_paper_model_dir(out, seed=0):

@@ -6,15 +6,15 @@ as MatConvNet does ([width, height, in, out], bias [out, 1]), with He-scaled ran
 fixed seed. fc6, fc7 and fc8 hold small stand-ins, which the reference network never reads; with
 fc_weights (vgg19_fc_weights: the real shapes 7x7x512x4096 and 1x1x4096x4096, which
 --variant=paper loads, sparse) the file is written compressed. Real-shaped fc layers are 475 MB
-once loaded however they are stored, so the reference's fixtures keep the stand-ins (the README's
-tests section has the figures). Two layouts:
+once loaded however they are stored, so the reference's fixtures keep the stand-ins
+(docs/testing.md has the figures). Two layouts:
 - 'beta16': top-level layers, classes, normalization (averageImage a full 224x224x3 image);
 - 'meta':   top-level layers and meta, the normalization under meta (averageImage 1x1x3).
 """
 import numpy as np
 import scipy.io
 
-from TensorflowUtils import VGG19_BLOCKS, VGG19_FC_SHAPES
+from vgg_weights import VGG19_WIDTHS, WIDTHS_VARIABLE, conv_layers, fc_shapes
 
 MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
 FC_DENSITY = 1.0 / 128  # the share of fc6's and fc7's weights that are not zero
@@ -36,14 +36,15 @@ def _conv_struct(name, kernel_whio, bias, pad=1):
             "stride": np.array([[1, 1]], dtype=np.float64)}
 
 
-def vgg19_kernels(seed=0, scale=1.0):
-    """The 16 convolutions as {name: (kernel [h,w,in,out], bias [out])}, He-scaled, float32.
+def vgg19_kernels(seed=0, scale=1.0, widths=VGG19_WIDTHS):
+    """The 16 convolutions as {name: (kernel [h,w,in,out], bias [out])}, He-scaled, float32,
+    of the given widths (VGG-19's by default).
 
     These are in TensorFlow's layout; write_vgg19_mat stores them as MatConvNet does.
     """
     rng = np.random.RandomState(seed)
     kernels = {}
-    for block in VGG19_BLOCKS:
+    for block in conv_layers(widths):
         for name, cin, cout in block:
             std = scale * np.sqrt(2.0 / (9 * cin))
             kernel = (rng.standard_normal((3, 3, cin, cout)) * std).astype(np.float32)
@@ -52,13 +53,14 @@ def vgg19_kernels(seed=0, scale=1.0):
     return kernels
 
 
-def vgg19_fc_weights(seed=0, density=FC_DENSITY):
-    """fc6 and fc7 as {name: (kernel [h,w,in,out], bias [out])}, float32, of their real shapes:
-    density of the weights (at random places, a few twice) He-scaled for that many inputs, the
-    others zero. TensorFlow's layout; write_vgg19_mat stores them as MatConvNet does."""
+def vgg19_fc_weights(seed=0, density=FC_DENSITY, widths=VGG19_WIDTHS):
+    """fc6 and fc7 as {name: (kernel [h,w,in,out], bias [out])}, float32, of their shapes at
+    the given widths (the real ones by default): density of the weights (at random places, a
+    few twice) He-scaled for that many inputs, the others zero. TensorFlow's layout;
+    write_vgg19_mat stores them as MatConvNet does."""
     rng = np.random.RandomState(seed + 1000)  # not the convolutions' stream
     weights = {}
-    for name, shape in VGG19_FC_SHAPES:
+    for name, shape in fc_shapes(widths):
         kernel = np.zeros(shape, np.float32)
         count = int(kernel.size * density)
         std = np.sqrt(2.0 / (np.prod(shape[:3]) * density))
@@ -72,7 +74,7 @@ def layer_structs(kernels, fc_weights=None):
     prob), from TF-layout kernels; fc6 and fc7 from fc_weights (TF layout), or small stand-ins
     when None."""
     layers = []
-    for block_number, block in enumerate(VGG19_BLOCKS, 1):
+    for block_number, block in enumerate(conv_layers(), 1):
         for name, _, _ in block:
             kernel, bias = kernels[name]
             # MatConvNet's layout is [width, height, in, out]: swap the first two axes.
@@ -116,12 +118,12 @@ def average_image(layout):
 
 
 def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None, fc_weights=None,
-                    compress=None):
+                    compress=None, widths=VGG19_WIDTHS):
     """Writes the synthetic .mat to path; returns the TF-layout kernels it holds.
     fc_weights: fc6 and fc7 (TF layout) instead of the small stand-ins, when layers are not
     given. compress: whether the file is compressed; None: when fc_weights are given (they are
-    mostly zeros)."""
-    kernels = vgg19_kernels(seed) if kernels is None else kernels
+    mostly zeros). widths: other than VGG-19's, the file declares them (fcn_widths)."""
+    kernels = vgg19_kernels(seed, widths=widths) if kernels is None else kernels
     layers = layer_structs(kernels, fc_weights) if layers is None else layers
     layer_cell = _cell(*layers)
     normalization = {"averageImage": average_image(layout), "keepAspect": 1.0,
@@ -137,6 +139,8 @@ def write_vgg19_mat(path, layout="beta16", seed=0, kernels=None, layers=None, fc
                             "normalization": normalization}}
     else:
         raise ValueError("layout is 'beta16' or 'meta', not %r" % layout)
+    if widths != VGG19_WIDTHS:
+        content[WIDTHS_VARIABLE] = np.array([list(widths.blocks) + [widths.fc]], np.float64)
     compress = fc_weights is not None if compress is None else compress
     scipy.io.savemat(path, content, do_compression=compress)
     return kernels

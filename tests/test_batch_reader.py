@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import BatchDatsetReader as reader
+import image_files
 import read_MITSceneParsingData as scene
 from guards import FCNError
 
@@ -49,15 +50,15 @@ def _write_pair(folder, name, image, label, image_ext=".png"):
 
 def test_to_rgb_grayscale_alpha_and_depths():
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    rgb = reader.to_rgb(gray)
+    rgb = image_files.to_rgb(gray)
     assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
     assert all(np.array_equal(rgb[:, :, c], gray) for c in range(3))
     rgba = np.dstack([gray, gray + 1, gray + 2, np.full_like(gray, 7)])
-    assert np.array_equal(reader.to_rgb(rgba), rgba[:, :, :3])
-    assert np.array_equal(reader.to_rgb(np.dstack([gray, np.zeros_like(gray)]))[:, :, 2], gray)
-    assert np.array_equal(reader.to_rgb(np.array([[0x1234, 0xff00]], np.uint16))[0, :, 0],
+    assert np.array_equal(image_files.to_rgb(rgba), rgba[:, :, :3])
+    assert np.array_equal(image_files.to_rgb(np.dstack([gray, np.zeros_like(gray)]))[:, :, 2], gray)
+    assert np.array_equal(image_files.to_rgb(np.array([[0x1234, 0xff00]], np.uint16))[0, :, 0],
                           [0x12, 0xff])
-    assert np.array_equal(reader.to_rgb(np.array([[True, False]]))[0, :, 1], [255, 0])
+    assert np.array_equal(image_files.to_rgb(np.array([[True, False]]))[0, :, 1], [255, 0])
 
 
 def test_files_in_other_modes_become_rgb(tmp_path):
@@ -69,7 +70,7 @@ def test_files_in_other_modes_become_rgb(tmp_path):
     rgba = np.dstack([solid, np.full((16, 16), 10, np.uint8)])
     Image.fromarray(rgba).save(str(tmp_path / "rgba.png"))
     for name, tolerance in (("cmyk.jpg", 6), ("palette.png", 0), ("rgba.png", 0)):
-        image = reader.read_image(str(tmp_path / name))
+        image = image_files.read_image(str(tmp_path / name))
         assert image.shape == (16, 16, 3) and image.dtype == np.uint8, name
         assert np.abs(image.astype(int) - colour).max() <= tolerance, name
 
@@ -79,23 +80,23 @@ def test_palette_annotation_is_read_as_indices(tmp_path):
     image = Image.fromarray(labels, "P")
     image.putpalette([(i * 37) % 256 for i in range(9 * 3)])
     image.save(str(tmp_path / "p.png"))
-    assert np.array_equal(reader.read_annotation(str(tmp_path / "p.png")), labels)
+    assert np.array_equal(image_files.read_annotation(str(tmp_path / "p.png")), labels)
 
 
 def test_images_nearest_by_default_or_bilinear_and_labels_always_nearest():
     checker = ((np.indices((40, 40)).sum(axis=0) // 1) % 2 * 255).astype(np.uint8)
     image = np.dstack([checker] * 3)
     # Bilinear mixes neighbours: values between black and white appear; nearest would not.
-    resized = reader.resize_image(image, 25, 30, "bilinear")
+    resized = image_files.resize_image(image, 25, 30, "bilinear")
     assert resized.shape == (25, 30, 3) and 0 < resized.mean() < 255
     assert len(np.unique(resized)) > 2
     # The reference's default, misc.imresize(interp='nearest'): only the source's values.
-    nearest = reader.resize_image(image, 25, 30)
+    nearest = image_files.resize_image(image, 25, 30)
     assert nearest.shape == (25, 30, 3) and set(np.unique(nearest)) == {0, 255}
     labels = np.zeros((40, 40), np.uint8)
     labels[::2] = 150
     labels[:, ::3] = 7
-    assert set(np.unique(reader.resize_label(labels, 25, 25))) <= {0, 7, 150}
+    assert set(np.unique(image_files.resize_label(labels, 25, 25))) <= {0, 7, 150}
 
 
 # ---- shapes, labels, grayscale through the reader --------------------------------------------
@@ -251,7 +252,7 @@ def test_label_above_150_stops_naming_file_and_value(tmp_path):
         with pytest.raises(FCNError):  # and keeps saying so, never hangs
             batches.next_batch(1)
     with pytest.raises(FCNError, match="value 200"):
-        reader.validate_records([record])
+        image_files.validate_records([record])
 
 
 def test_size_mismatch_stops_naming_both(tmp_path):
@@ -262,7 +263,7 @@ def test_size_mismatch_stops_naming_both(tmp_path):
         with pytest.raises(FCNError, match=pattern):
             batches.next_batch(1)
     with pytest.raises(FCNError, match=pattern):
-        reader.validate_records([record], max_check=0)  # from the headers alone
+        image_files.validate_records([record], max_check=0)  # from the headers alone
 
 
 def test_colour_annotation_is_refused(tmp_path):
@@ -270,7 +271,7 @@ def test_colour_annotation_is_refused(tmp_path):
     label[:, :, 1] = 3
     record = _write_pair(tmp_path, "colour", np.zeros((10, 10, 3), np.uint8), label)
     with pytest.raises(FCNError, match=r"colour_label\.png is a colour image"):
-        reader.load_pair(record)
+        image_files.load_pair(record)
 
 
 @pytest.fixture(scope="module")
@@ -325,13 +326,15 @@ def test_more_than_one_percent_unreadable_stops(many_records):
 
 def test_unreadable_message_names_the_file_and_what_is_wrong():
     path = os.path.join("data", "images", "a.png")
-    assert (reader.unreadable_message(path, None, None)
+    assert (image_files.unreadable_message(path, None, None)
             == "%s is unreadable: missing or not readable" % path)
-    assert reader.unreadable_message(path, 0, None) == "%s is unreadable: empty (0 bytes)" % path
+    assert (image_files.unreadable_message(path, 0, None)
+            == "%s is unreadable: empty (0 bytes)" % path)
     # The decoder's words, without its own mention of the path (the line names it once).
-    assert (reader.unreadable_message(path, 17, "cannot identify image file '%s'" % path)
+    assert (image_files.unreadable_message(path, 17, "cannot identify image file '%s'" % path)
             == "%s is unreadable: not a decodable image (cannot identify image file)" % path)
-    assert (reader.unreadable_message(path, 17, "image file is truncated (9 bytes not processed)")
+    truncated = "image file is truncated (9 bytes not processed)"
+    assert (image_files.unreadable_message(path, 17, truncated)
             == "%s is unreadable: not a decodable image (image file is truncated (9 bytes not "
                "processed))" % path)
 
@@ -347,8 +350,8 @@ def test_unreadable_files_say_what_is_wrong(tmp_path, many_records):
              (junk, "not a decodable image (cannot identify image file)"),
              (many_records[1][0]["image"], "not a decodable image (truncated file read)")]
     for path, problem in cases:
-        for read in (reader.read_image, reader.read_annotation):
-            with pytest.raises(reader.UnreadableFile) as caught:
+        for read in (image_files.read_image, image_files.read_annotation):
+            with pytest.raises(image_files.UnreadableFile) as caught:
                 read(path)
             assert str(caught.value).lower() == ("%s is unreadable: %s" % (path, problem)).lower()
 
@@ -364,7 +367,7 @@ def test_too_many_unreadable_files_get_the_advice_of_the_datasets_origin(
     good, bad = many_records
     records = bad[:1] + good[:10]
     with pytest.raises(FCNError) as caught:
-        reader.validate_records(records, dataset=dataset)
+        image_files.validate_records(records, dataset=dataset)
     message = str(caught.value)
     assert message.startswith("1 of 11 records are unreadable, more than 1%% (first: %s is "
                               "unreadable: not a decodable image" % bad[0]["image"])
@@ -391,7 +394,7 @@ def test_empty_records_and_bad_options_are_errors(records):
 
 
 def test_validate_records_passes_good_data(records):
-    assert reader.validate_records(records, max_check=None) == 0
+    assert image_files.validate_records(records, max_check=None) == 0
 
 
 # ---- streaming -------------------------------------------------------------------------------
@@ -413,7 +416,7 @@ def test_next_batch_returns_at_once_when_prefetch_is_warm(large_pair):
     options = {"resize": True, "resize_size": 224, "prefetch": 3}
     started = time.perf_counter()
     for _ in range(10):
-        reader.load_pair(large_pair, 224)
+        image_files.load_pair(large_pair, 224)
     decode_batch = time.perf_counter() - started
     with reader.BatchDatset([large_pair] * 40, options) as batches:
         batches.next_batch(10)

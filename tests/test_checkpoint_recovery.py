@@ -136,6 +136,12 @@ def resume_and_save(folder, step):
         return checkpoints.save(model.sess, saver, folder, step)
 
 
+def unreadable(folder):
+    """The checkpoints in folder that cannot be restored."""
+    return [p for p in checkpoints.checkpoints_on_disk(folder)
+            if checkpoints.checkpoint_problem(p) is not None]
+
+
 def one_line(error):
     message = str(error)
     assert "\n" not in message and "Traceback" not in message and \
@@ -336,7 +342,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning(damage, tmp_path,
     warnings = [line for line in capsys.readouterr().out.splitlines() if "Warning" in line]
     assert len(warnings) == 1 and prefix(folder, 6) in warnings[0], warnings
     assert restored(found) == (4.0, 4)
-    assert set(checkpoints.unreadable_checkpoints(folder)) == {prefix(folder, 6)}
+    assert set(unreadable(folder)) == {prefix(folder, 6)}
 
     # The state file named model.ckpt-6: training lists the readable ones only, and its next
     # save of step 6 replaces the damaged files.
@@ -380,8 +386,7 @@ def test_none_readable_refuses_naming_what_to_move(tmp_path):
     message = one_line(caught.value)
     assert "model.ckpt-4" in message and "model.ckpt-2" in message
     assert "move %s out of it" % os.path.join(folder, "model.ckpt-*") in message
-    assert set(checkpoints.unreadable_checkpoints(folder)) == {prefix(folder, 2),
-                                                              prefix(folder, 4)}
+    assert set(unreadable(folder)) == {prefix(folder, 2), prefix(folder, 4)}
 
 
 def test_an_old_v1_checkpoint_alone_is_refused_not_overwritten(tmp_path):

@@ -8,10 +8,13 @@ import sys
 
 import pytest
 
-import FCN
 import command_line
+import devices
+import FCN
 import guards
 import quiet_tensorflow
+import run_settings
+import training
 from guards import FCNError
 from tests.project import FCN_PY, SMALL, fcn_main
 
@@ -22,7 +25,10 @@ FOREIGN_FLAGS = ("test_srcdir", "test_tmpdir", "xml_output_file", "op_conversion
 
 
 def parse(*args):
-    return FCN.parse_command_line(["FCN.py"] + list(args))
+    try:
+        return FCN.parse_command_line(["FCN.py"] + list(args))
+    finally:
+        FCN.FLAGS.unparse_flags()  # what parsing set must not reach other tests
 
 
 def refusal(*args):
@@ -44,24 +50,36 @@ def run_program(*args, cwd=None):
 
 def test_no_arguments_give_the_defaults_of_the_flag_block():
     settings = parse()
-    assert settings["mode"] == "train" and settings["batch_size"] == 10
-    assert settings["learning_rate"] == 1e-4 and settings["logs_dir"] == "logs/"
-    assert settings["ignore_label"] is None and settings["verbose"] is False
-    assert set(settings) == set(FCN.current_settings())
+    assert settings.mode == "train" and settings.batch_size == 10
+    assert settings.learning_rate == 1e-4 and settings.logs_dir == "logs/"
+    assert settings.ignore_label is None and settings.verbose is False
+
+
+def test_the_settings_are_the_flags_one_for_one():
+    assert run_settings.field_names() == list(FCN.FLAGS)
 
 
 def test_values_in_each_spelling_are_converted_and_the_last_wins():
     settings = parse("--batch_size=4", "--seed", "-3", "--debug", "--noresize", "--verbose=false",
                      "--learning_rate=2e-3", "-image_size=96", "--mode=validate", "--mode=train")
-    assert settings["batch_size"] == 4 and settings["seed"] == -3
-    assert settings["debug"] is True and settings["resize"] is False
-    assert settings["verbose"] is False and settings["learning_rate"] == 0.002
-    assert settings["image_size"] == 96 and settings["mode"] == "train"
+    assert settings.batch_size == 4 and settings.seed == -3
+    assert settings.debug is True and settings.resize is False
+    assert settings.verbose is False and settings.learning_rate == 0.002
+    assert settings.image_size == 96 and settings.mode == "train"
 
 
-def test_parsing_changes_no_flag():
-    parse("--batch_size=4", "--debug")
-    assert FCN.FLAGS["batch_size"].value == 10 and FCN.FLAGS["debug"].value is False
+def test_each_parse_starts_from_the_defaults_and_a_refused_one_leaves_them():
+    # The flags take the parsed values (the reference API's None arguments read them), and no
+    # value of an earlier command line remains.
+    try:
+        FCN.parse_command_line(["FCN.py", "--batch_size=4", "--debug"])
+        assert FCN.FLAGS["batch_size"].value == 4 and FCN.FLAGS["debug"].value is True
+        assert FCN.parse_command_line(["FCN.py", "--seed=2"]).batch_size == 10
+        with pytest.raises(FCNError):
+            FCN.parse_command_line(["FCN.py", "--batch_size=3", "--seed=x"])
+        assert FCN.FLAGS["batch_size"].value == 10
+    finally:
+        FCN.FLAGS.unparse_flags()
 
 
 @pytest.mark.parametrize("arg, nearest", [
@@ -132,7 +150,7 @@ def test_help_lists_this_projects_flags_by_group(arg):
     # Grouped as FCN.py's flag block: its headings, in its order.
     headings = [line for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert headings[:3] == ["what to run:", "folders:", "the data:"]
-    for name in FCN.current_settings():
+    for name in run_settings.field_names():
         assert "--%s" % name in text
     for name in FOREIGN_FLAGS + ("logtostderr", "run_with_pdb"):
         assert name not in text
@@ -142,19 +160,19 @@ def test_help_lists_this_projects_flags_by_group(arg):
 # ---- warnings and pieces: pure ------------------------------------------------------------------
 
 def test_slow_cpu_warning_only_for_a_cpu_run_over_a_day():
-    line = FCN.slow_cpu_warning(2 * 86400 + 3 * 3600, [])
+    line = training.slow_cpu_warning(2 * 86400 + 3 * 3600, [])
     assert line.startswith("Warning: training on the CPU only") and "about 2d03h more" in line
-    assert FCN.slow_cpu_warning(2 * 86400, ["GPU:0 NVIDIA T4"]) is None
-    assert FCN.slow_cpu_warning(23 * 3600, []) is None
-    assert FCN.slow_cpu_warning(float("nan"), []) is None
+    assert training.slow_cpu_warning(2 * 86400, ["GPU:0 NVIDIA T4"]) is None
+    assert training.slow_cpu_warning(23 * 3600, []) is None
+    assert training.slow_cpu_warning(float("nan"), []) is None
 
 
 def test_bf16_warning_only_where_bf16_is_emulated():
-    line = FCN.bf16_warning("bf16", [], {"avx2", "fma"})
+    line = devices.bf16_warning("bf16", [], {"avx2", "fma"})
     assert "emulated" in line and "slower than fp32" in line
-    assert FCN.bf16_warning("bf16", [], {"avx2", "avx512_bf16"}) is None
-    assert FCN.bf16_warning("bf16", ["GPU:0 NVIDIA T4"], set()) is None
-    assert FCN.bf16_warning("fp32", [], set()) is None
+    assert devices.bf16_warning("bf16", [], {"avx2", "avx512_bf16"}) is None
+    assert devices.bf16_warning("bf16", ["GPU:0 NVIDIA T4"], set()) is None
+    assert devices.bf16_warning("fp32", [], set()) is None
 
 
 def test_ctrl_c_exits_with_one_line_and_130(capsys):

@@ -31,14 +31,14 @@ def test_device_line_names_the_gpus_or_says_cpu_only():
 
 
 def test_the_data_and_helper_modules_import_no_tensorflow():
-    # The README promises it: reading, checking and scoring data needs no TensorFlow import.
+    # docs/layout.md promises it: reading, checking and scoring data needs no TensorFlow.
     import subprocess
     import sys
     from tests.project import ROOT
     modules = ["datasets", "downloads", "guards", "metrics", "evaluation", "quiet_tensorflow",
                "tiles", "predict_files", "devices", "command_line", "run_settings",
                "BatchDatsetReader", "read_MITSceneParsingData", "read_PascalVOCData",
-               "read_FolderData"]
+               "read_FolderData", "vgg_weights", "pictures", "image_files"]
     code = ("import sys\nimport %s\nprint(sorted(m for m in sys.modules "
             "if m.split('.')[0] in ('tensorflow', 'keras')))" % ", ".join(modules))
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -22,6 +22,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import BatchDatsetReader as reader
+import FCN
 import distribute
 import read_MITSceneParsingData as scene_parsing
 from guards import FCNError, error_summary
@@ -86,12 +87,13 @@ def test_the_global_batch_divides_among_replicas_and_workers():
         distribute.replica_batch(5, 2)
     with pytest.raises(FCNError, match=r"use a multiple of 4 \(4\)"):
         distribute.replica_batch(3, 4)
-    assert [distribute.worker_slice(6, r, 3) for r in range(3)] == [(0, 2), (2, 4), (4, 6)]
+    assert [reader.shard_positions(0, 6, r, 3) for r in range(3)] == [range(0, 2), range(2, 4),
+                                                                       range(4, 6)]
 
 
 def test_flag_checks():
-    good = {"distribute": "mirrored", "all_reduce": "auto", "worker_timeout": 10,
-            "devices": "CPU:0,CPU:1"}
+    good = FCN.current_settings().replace(distribute="mirrored", all_reduce="auto",
+                                          worker_timeout=10, devices="CPU:0,CPU:1")
     distribute.check_settings(good)
     for change, words in (({"distribute": "horovod"}, "--distribute=horovod"),
                           ({"all_reduce": "mpi"}, "--all_reduce=mpi"),
@@ -99,7 +101,7 @@ def test_flag_checks():
                           ({"distribute": "multi_worker"}, "--devices is for"),
                           ({"devices": "CPU"}, "--devices=CPU")):
         with pytest.raises(FCNError, match=re.escape(words)):
-            distribute.check_settings(dict(good, **change))
+            distribute.check_settings(good.replace(**change))
 
 
 def test_each_worker_reads_its_part_of_the_same_seeded_batches(scene_data):
@@ -129,8 +131,8 @@ def test_a_lost_worker_is_one_line_naming_the_timeout_and_the_checkpoint():
 
 def test_a_step_that_waits_past_the_timeout_stops_with_the_lost_worker_line():
     # A dequeue from an empty queue waits as a step waits for a worker that never answers.
-    settings = {"distribute": "mirrored", "devices": "CPU:0", "all_reduce": "auto",
-                "worker_timeout": 1, "batch_size": 2}
+    settings = FCN.current_settings().replace(distribute="mirrored", devices="CPU:0",
+                                              worker_timeout=1, batch_size=2)
     cluster = distribute.Cluster(tf, settings, 0)
     with tf.Graph().as_default():
         queue = tf.FIFOQueue(1, tf.float32, shapes=[])

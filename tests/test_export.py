@@ -263,7 +263,7 @@ def test_onnx_labels_agree_with_the_saved_model(trained, exported, tmp_path):
 # ---- refusals, and what a failed export leaves ----------------------------------------------------
 
 def _settings(**changes):
-    return dict(FCN.current_settings(), **dict(changes, mode="export"))
+    return FCN.current_settings().replace(**dict(changes, mode="export"))
 
 
 @pytest.mark.parametrize("changes, message", [

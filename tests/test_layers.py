@@ -5,7 +5,9 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import FCN
+import network
 import TensorflowUtils as utils
+import vgg_weights
 
 
 def numpy_conv2d_transpose_same(x, kernel, bias, stride):
@@ -53,7 +55,7 @@ def _run(build, arrays, grad_of=None):
 
 
 @pytest.mark.parametrize("stride,shape", [(8, (2, 3, 4, 5)), (2, (1, 5, 3, 4)), (4, (2, 2, 2, 3))])
-def test_upsample_by_phases_is_the_transposed_convolution(stride, shape):
+def test_the_interleaved_phase_groups_are_the_transposed_convolution(stride, shape):
     rng = np.random.RandomState(stride)
     n, h, w, channels_in = shape
     channels_out = 3
@@ -63,7 +65,7 @@ def test_upsample_by_phases_is_the_transposed_convolution(stride, shape):
     out_shape = (n, stride * h, stride * w, channels_out)
 
     expected = numpy_conv2d_transpose_same(x.astype(np.float64), kernel, bias, stride)
-    got, grads = _run(lambda a, k, b: utils.upsample_by_phases(a, k, b, stride),
+    got, grads = _run(lambda a, k, b: utils.interleave_phases(utils.phase_groups(a, k, b, stride)),
                       [x, kernel, bias], grad_of=out_shape)
     assert got.shape == out_shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
@@ -77,11 +79,11 @@ def test_upsample_by_phases_is_the_transposed_convolution(stride, shape):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * np.abs(r).max(), err_msg=name)
 
 
-def test_upsample_by_phases_refuses_a_kernel_it_does_not_cover():
+def test_phase_groups_refuse_a_kernel_they_do_not_cover():
     with tf.Graph().as_default():
         x = tf.zeros([1, 2, 2, 4])
         with pytest.raises(ValueError, match="twice the stride"):
-            utils.upsample_by_phases(x, tf.zeros([4, 4, 3, 4]), tf.zeros([3]), stride=8)
+            utils.phase_groups(x, tf.zeros([4, 4, 3, 4]), tf.zeros([3]), stride=8)
 
 
 def _size_unknown(x):
@@ -189,7 +191,7 @@ def test_bf16_bias_gradient_is_summed_in_float32():
 
 def test_inference_refuses_a_size_that_is_not_a_multiple_of_32(vgg):
     with tf.Graph().as_default():
-        image, _, _ = FCN.input_placeholders()
+        image, _, _ = network.input_placeholders()
         pred, _ = FCN.inference(image, 1.0, vgg=vgg, debug=False)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -202,7 +204,7 @@ def test_the_head_computes_what_the_reference_builds(vgg):
     (tf.nn.conv2d with W6, tf.nn.conv2d_transpose with W_t3) give on the same tensors."""
     images = np.random.RandomState(5).uniform(0, 255, (2, 64, 96, 3))
     with tf.Graph().as_default() as graph:
-        image, _, _ = FCN.input_placeholders()
+        image, _, _ = network.input_placeholders()
         _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
         tensor = lambda name: graph.get_tensor_by_name("inference/%s:0" % name)
         fuse_2 = tensor("fuse_2")
@@ -241,19 +243,19 @@ def test_phase_order_puts_each_label_where_phase_groups_put_its_pixel():
 
 @pytest.mark.parametrize("ignore_label,axis", [(None, None), (255, None), (255, [1, 2])])
 def test_the_networks_loss_and_prediction_are_those_of_its_logits(vgg, ignore_label, axis):
-    # FCN.inference's loss and argmax work on conv_t3's phase groups: they must equal the
-    # cross-entropy and argmax of the interleaved logits, values and gradients.
+    # The reference network's loss and argmax work on conv_t3's phase groups: they must equal
+    # the cross-entropy and argmax of the interleaved logits, values and gradients.
     rng = np.random.RandomState(6)
     images = rng.uniform(0, 255, (2, 64, 96, 3))
     annotation = rng.randint(0, FCN.NUM_OF_CLASSESS, (2, 64, 96, 1)).astype(np.int32)
     if ignore_label is not None:
         annotation[0, :20] = ignore_label
     with tf.Graph().as_default():
-        image, annotation_t, _ = FCN.input_placeholders()
-        pred, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
-        loss = FCN.pixel_loss(logits, annotation_t, ignore_label, axis)
-        # tf.identity hides the phase groups: the loss of the interleaved tensor itself.
-        plain = FCN.pixel_loss(tf.identity(logits), annotation_t, ignore_label, axis)
+        image, annotation_t, _ = network.input_placeholders()
+        pred, logits, groups = network.fcn8s(image, 1.0, vgg)
+        loss = network.pixel_loss(logits, annotation_t, ignore_label, axis, phase_groups=groups)
+        # Without the phase groups: the loss of the interleaved tensor itself.
+        plain = FCN.pixel_loss(logits, annotation_t, ignore_label, axis)
         with tf.variable_scope("inference", reuse=True):
             head = [tf.get_variable(name) for name in ("W_t3", "b_t3", "W8")]
         grads, plain_grads = (tf.gradients(tf.reduce_sum(l), head) for l in (loss, plain))
@@ -274,36 +276,37 @@ def test_the_networks_loss_and_prediction_are_those_of_its_logits(vgg, ignore_la
                                    atol=1e-5 * np.abs(expected_grad).max())
 
 
-def test_the_phase_groups_are_found_for_inferences_logits_only(vgg):
+def test_the_reference_network_gives_its_phase_groups():
+    # The groups come with the network's outputs (the paper's network has none): a loss built
+    # from them is asked for by name, never found from the logits.
     with tf.Graph().as_default():
-        image, _, _ = FCN.input_placeholders()
-        _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
-        groups = FCN.phase_scores(logits)
+        image, _, _ = network.input_placeholders()
+        vgg = (None, vgg_weights.VGG19_MEAN_PIXEL)
+        groups = network.fcn8s(image, None, vgg).phase_groups
         assert [group.shape.as_list() for group in groups] == [[None, None, None, 4, 4, 151]] * 4
-        assert FCN.phase_scores(tf.identity(logits)) is None
-    with tf.Graph().as_default():  # the same tensor name in another graph
-        image, _, _ = FCN.input_placeholders()
-        assert FCN.phase_scores(tf.identity(tf.zeros([1]), name=logits.op.name)) is None
+    with tf.Graph().as_default():
+        image, _, _ = network.input_placeholders()
+        assert network.fcn8s(image, None, vgg, variant=network.PAPER).phase_groups is None
 
 
 def _random_op_count(graph):
     return sum(op.type == "RandomUniform" for op in graph.get_operations())
 
 
-@pytest.mark.parametrize("variant", [FCN.REFERENCE, FCN.PAPER])
+@pytest.mark.parametrize("variant", [network.REFERENCE, network.PAPER])
 def test_a_graph_that_only_predicts_has_no_dropout_and_the_same_values(vgg, variant):
     # The same weights in a graph with dropout fed keep 1 and in one built with keep_prob None.
     weights = vgg
-    if variant == FCN.PAPER:
+    if variant == network.PAPER:
         rng = np.random.RandomState(8)
         weights = (dict(vgg[0], **{name: ((rng.standard_normal(shape) * 0.01).astype(np.float32),
                                           np.zeros(shape[3], np.float32))
-                                   for name, shape in utils.VGG19_FC_SHAPES}), vgg[1])
+                                   for name, shape in vgg_weights.VGG19_FC_SHAPES}), vgg[1])
     images = np.random.RandomState(7).uniform(0, 255, (2, 64, 64, 3))
     results, values = [], None
     for keep in ("placeholder", None):
         with tf.Graph().as_default() as graph:
-            image, _, keep_prob = FCN.input_placeholders()
+            image, _, keep_prob = network.input_placeholders()
             pred, logits = FCN.inference(image, keep_prob if keep else None, vgg=weights,
                                          debug=False, variant=variant)
             random_ops = _random_op_count(graph)
@@ -325,5 +328,5 @@ def test_a_graph_that_only_predicts_has_no_dropout_and_the_same_values(vgg, vari
 def test_only_a_training_model_draws_dropout(vgg):
     for training, expected in ((True, 2), (False, 0)):
         with tf.Graph().as_default() as graph:
-            FCN.Model(vgg, training, image_size=64)
+            network.Model(vgg, training, image_size=64)
             assert _random_op_count(graph) == expected

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import FCN
 import checkpoints
+import FCN
+import network
 from tests.project import SMALL, run_fcn
 
 
@@ -59,7 +60,7 @@ def test_a_checkpoint_without_global_step_restores_with_the_step_of_its_name(vgg
     os.makedirs(logs)
     # The original implementation's graph: the network and Adam, no global_step.
     with tf.Graph().as_default():
-        image, annotation, _ = FCN.input_placeholders()
+        image, annotation, _ = network.input_placeholders()
         _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
         FCN.train(FCN.pixel_loss(logits, annotation), tf.trainable_variables(), 1e-4, False)
         with tf.Session() as sess:

@@ -9,6 +9,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import FCN
+import network
+import vgg_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -17,7 +19,7 @@ def build(vgg, debug=False, with_train_op=True):
     """A fresh graph: placeholders with N, H, W unknown, the network, its loss and Adam."""
     graph = tf.Graph()
     with graph.as_default():
-        image, annotation, keep_prob = FCN.input_placeholders()
+        image, annotation, keep_prob = network.input_placeholders()
         pred, logits = FCN.inference(image, keep_prob, vgg=vgg, debug=debug)
         loss = FCN.pixel_loss(logits, annotation)
         train_op = None
@@ -162,12 +164,13 @@ def test_no_summaries_without_debug(net):
 @pytest.mark.parametrize("mode,resize,fixed", [("train", False, True), ("validate", False, True),
                                               ("predict", True, True), ("predict", False, False)])
 def test_a_mode_that_feeds_resized_images_fixes_their_size_and_fc6_skips_padding(
-        mode, resize, fixed, tmp_path):
+        mode, resize, fixed):
     # As the reference's placeholders: [None, 96, 96, 3] where every image fed is resized to
     # --image_size; predict keeps each image's size. fc6 over patches only at unknown sizes.
-    settings = dict(FCN.current_settings(), mode=mode, resize=resize, image_size=96,
-                    model_dir=str(tmp_path))
-    graph, model = FCN.build_model(settings, mode == "train", None, vgg_from_checkpoint=True)
+    settings = FCN.current_settings().replace(mode=mode, resize=resize, image_size=96)
+    with tf.Graph().as_default() as graph:
+        model = network.Model((None, vgg_weights.VGG19_MEAN_PIXEL), mode == "train",
+                              image_size=network.fed_image_size(settings))
     side = 96 if fixed else None
     assert model.image.shape.as_list() == [None, side, side, 3]
     assert model.annotation.shape.as_list() == [None, side, side, 1]

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import guards
+import pictures
 import run_settings
 from guards import FCNError, TrainLock
 from tests.make_dataset import make_folder_dataset
@@ -87,16 +88,15 @@ def test_another_write_error_is_one_line_too(tmp_path):
 
 
 def test_a_full_disk_writing_an_image_is_one_line(tmp_path, monkeypatch):
-    import TensorflowUtils as utils
 
     def write_until_full(part, image, format=None):
         with open(part, "wb") as f:
             f.write(b"\x89PNG half")
         raise no_space(part)
 
-    monkeypatch.setattr(utils.imageio, "imwrite", write_until_full)
+    monkeypatch.setattr(pictures.imageio, "imwrite", write_until_full)
     with pytest.raises(FCNError) as caught:
-        utils.save_image(np.zeros((4, 4), np.uint8), str(tmp_path), "x_pred")
+        pictures.save_image(np.zeros((4, 4), np.uint8), str(tmp_path), "x_pred")
     assert one_line(caught.value).startswith("the disk is full: writing %s failed"
                                              % os.path.join(str(tmp_path), "x_pred.png"))
     assert os.listdir(str(tmp_path)) == []

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import FCN
 import checkpoints
 import datasets
+import FCN
 import metrics
+import network
 from tests.make_dataset import FOLDER_CLASSES, IGNORE_LABEL, make_folder_dataset
 from tests.make_voc import make_voc_dataset
 from tests.project import SMALL, run_fcn
@@ -223,11 +224,11 @@ def _save_source(vgg, path, original):
     with tf.Graph().as_default():
         tf.set_random_seed(3)
         if original:
-            image, annotation, _ = FCN.input_placeholders()
+            image, annotation, _ = network.input_placeholders()
             _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
             FCN.train(FCN.pixel_loss(logits, annotation), tf.trainable_variables(), 1e-4, False)
         else:
-            FCN.Model(vgg, training=True)
+            network.Model(vgg, training=True)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             values = {v.op.name: value for v, value in
@@ -241,7 +242,7 @@ def test_init_from_restores_every_layer_but_the_class_layers(vgg, tmp_path, orig
     source, values = _save_source(vgg, str(tmp_path / "model.ckpt"), original)
     classes = datasets.class_info(datasets.FOLDER, ["a", "b", "c"])
     with tf.Graph().as_default():
-        model = FCN.Model((None, vgg[1]), training=True, classes=classes)
+        model = network.Model((None, vgg[1]), training=True, classes=classes)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             restored = checkpoints.restore_matching(sess, source, model.network_variables)

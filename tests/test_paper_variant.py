@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import FCN
-import TensorflowUtils as utils
 import datasets
+import FCN
+import network
+import TensorflowUtils as utils
+import vgg_weights
 from guards import FCNError
 from tests.make_dataset import make_scene_dataset
 from tests.make_vgg_mat import (MEAN_PIXEL, layer_structs, vgg19_fc_weights, vgg19_kernels,
@@ -41,7 +43,7 @@ def _matconvnet_cell(kernel_whio, bias):
 def test_fc6_and_fc7_are_read_as_width_height_and_transposed(tmp_path):
     # Known values at a few places of MatConvNet's [width, height, in, out], zeros elsewhere.
     zero_convs = {name: (np.zeros(shape, np.float32), np.zeros(shape[3], np.float32))
-                  for name, shape in utils.VGG19_CONV_SHAPES}
+                  for name, shape in vgg_weights.VGG19_CONV_SHAPES}
     layers = layer_structs(zero_convs)
     fc6 = np.zeros((7, 7, 512, 4096), np.float32)  # [x, y, in, out]
     places6 = [(0, 6, 0, 0), (1, 4, 10, 7), (6, 0, 511, 4095), (3, 2, 100, 33)]
@@ -58,7 +60,7 @@ def test_fc6_and_fc7_are_read_as_width_height_and_transposed(tmp_path):
     path = str(tmp_path / "known.mat")
     write_vgg19_mat(path, kernels=zero_convs, layers=layers, compress=True)
 
-    loaded = utils.load_vgg19_fc(utils.load_mat(path), path)
+    loaded = vgg_weights.load_vgg19_fc(vgg_weights.load_mat(path), path)
     kernel6, b6 = loaded["fc6"]
     assert kernel6.shape == (7, 7, 512, 4096) and kernel6.dtype == np.float32
     for i, (x, y, c, k) in enumerate(places6):
@@ -85,7 +87,7 @@ def test_an_fc6_of_another_shape_is_refused_naming_the_layer(tmp_path):
                                  {"fc6": (1, 1, 2, 2), "fc7": (1, 1, 2, 2)})
     with pytest.raises(FCNError, match=r"layer fc6 has kernel \(1, 1, 2, 2\).*expected "
                                        r"\(7, 7, 512, 4096\)"):
-        utils.load_vgg19_fc(utils.load_mat(path), path)
+        vgg_weights.load_vgg19_fc(vgg_weights.load_mat(path), path)
 
 
 # ---- the bilinear upsampling ---------------------------------------------------------------------
@@ -157,13 +159,13 @@ def test_the_fuses_have_the_shapes_of_their_skips(h, w):
         "pred": (2, h, w, 1), "logits": (2, h, w, 5)}
 
 
-PAPER_LAYERS = ([name for name, _ in utils.VGG19_CONV_SHAPES]
+PAPER_LAYERS = ([name for name, _ in vgg_weights.VGG19_CONV_SHAPES]
                 + ["fc6", "fc7", "score_fr", "score_pool4"])
 
 
 def test_variable_names_follow_the_paper_and_none_is_the_references():
     with tf.Graph().as_default():
-        image, _, keep = FCN.input_placeholders()
+        image, _, keep = network.input_placeholders()
         FCN.inference(image, keep, vgg=(None, MEAN_PIXEL), debug=False, variant="paper")
         got = [v.op.name for v in tf.trainable_variables()]
     expected = (["paper/%s_%s" % (layer, part) for layer in PAPER_LAYERS for part in "wb"]
@@ -182,7 +184,7 @@ def test_x8_stays_fixed_while_the_x2_layers_learn(paper_vgg):
     labels = rng.randint(0, 5, (2, 64, 64, 1))
     with tf.Graph().as_default() as graph:
         tf.set_random_seed(0)
-        model = FCN.Model(paper_vgg, True, classes=FIVE, variant="paper")
+        model = network.Model(paper_vgg, True, classes=FIVE, variant="paper")
         assert model.training_keep_probability == 0.5
         variables = {v.op.name: v for v in tf.global_variables()}
         upscore2, upscore_pool4 = variables["paper/upscore2_w"], variables["paper/upscore_pool4_w"]
@@ -214,7 +216,7 @@ def test_bf16_gives_logits_within_5_percent_of_fp32(paper_vgg):
     results = {}
     for precision in ("fp32", "bf16"):
         with tf.Graph().as_default() as graph:
-            image, _, _ = FCN.input_placeholders()
+            image, _, _ = network.input_placeholders()
             _, logits = FCN.inference(image, 1.0, vgg=paper_vgg, debug=False,
                                       precision=precision, num_classes=5, variant="paper")
             dtypes = {v.dtype.base_dtype for v in tf.global_variables()}
@@ -255,9 +257,9 @@ PAPER_NAMES = ("paper/conv1_1_b", "paper/score_fr_b")
 
 
 def test_checkpoint_variant_is_read_from_its_variables(tmp_path):
-    assert FCN.checkpoint_variant(_fake_checkpoint(str(tmp_path / "r"), REFERENCE_NAMES)) \
+    assert network.checkpoint_variant(_fake_checkpoint(str(tmp_path / "r"), REFERENCE_NAMES)) \
         == "reference"
-    assert FCN.checkpoint_variant(_fake_checkpoint(str(tmp_path / "p"), PAPER_NAMES)) == "paper"
+    assert network.checkpoint_variant(_fake_checkpoint(str(tmp_path / "p"), PAPER_NAMES)) == "paper"
 
 
 def _one_error_line(out):
@@ -297,7 +299,7 @@ def test_init_from_the_other_variant_is_refused(tmp_path, dirs):
 
 
 def test_a_wrong_variant_flag_is_refused():
-    settings = dict(FCN.current_settings(), variant="fcn32s")
+    settings = FCN.current_settings().replace(variant="fcn32s")
     with pytest.raises(FCNError, match=r"--variant=fcn32s: use reference or paper"):
         FCN.check_settings(settings)
 

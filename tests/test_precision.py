@@ -3,12 +3,13 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import FCN
+import network
 
 
 def _logits(vgg, precision, images, checkpoint=None, save_to=None):
     with tf.Graph().as_default():
         tf.set_random_seed(7)
-        image, _, _ = FCN.input_placeholders()
+        image, _, _ = network.input_placeholders()
         _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False, precision=precision)
         names = [(v.op.name, v.dtype.base_dtype, v.shape.as_list())
                  for v in tf.global_variables()]

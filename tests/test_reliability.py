@@ -27,17 +27,17 @@ import tensorflow.compat.v1 as tf
 import imageio.v2 as imageio
 
 import BatchDatsetReader as reader
-import FCN
 import checkpoints
 import guards
-import TensorflowUtils as utils
+import network
+import vgg_weights
 from guards import FCNError
 from tests.local_server import LocalServer, closed_port_url
 from tests.make_dataset import make_scene_dataset
 from tests.make_vgg_mat import write_conv_layers_mat
 from tests.project import FCN_PY, SMALL, fcn_main, project_sources, run_fcn
 
-VGG_NAME = utils.VGG19_FILE_NAME
+VGG_NAME = vgg_weights.VGG19_FILE_NAME
 ZIP_NAME = "ADEChallengeData2016.zip"
 HANG = 600  # seconds: only against a hang, never an assertion about speed
 
@@ -241,7 +241,7 @@ def kill_sequence(module_tmp, dirs):
         # Every checkpoint still listed restores into the network in a fresh graph.
         restored_steps = []
         with tf.Graph().as_default():
-            model = FCN.Model((None, FCN.VGG19_MEAN_PIXEL), training=True)
+            model = network.Model((None, vgg_weights.VGG19_MEAN_PIXEL), training=True)
             saver = tf.train.Saver(model.saveable)
             with tf.Session() as sess:
                 for path in listed_checkpoints(logs):
@@ -478,7 +478,7 @@ def test_a_mat_in_model_dir_that_is_not_vgg19_is_refused_and_kept(content, scene
             f.write("<html><body>Moved</body></html>")
         expected = "%s cannot be read as a MATLAB .mat" % path
     else:
-        write_conv_layers_mat(path, dict(utils.VGG19_CONV_SHAPES[:2]))  # stops at conv1_2
+        write_conv_layers_mat(path, dict(vgg_weights.VGG19_CONV_SHAPES[:2]))  # stops at conv1_2
         expected = "%s is not VGG-19: it has no layer conv2_1" % path
     err = _refused(capsys, "--mode=train", "--logs_dir=" + str(tmp_path / "logs"),
                    "--data_dir=" + scene_data, "--model_dir=" + str(model), *SMALL)
@@ -527,13 +527,13 @@ def test_vgg_download_fault_is_one_line_leaves_nothing_and_the_next_call_recover
     model = str(tmp_path / "Model_zoo")
     url = _closed_port_url() if kind == "closed" else server(kind)
     with pytest.raises(FCNError) as error:
-        utils.get_model_data(model, url, timeout=20)
+        vgg_weights.get_model_data(model, url, timeout=20)
     message = str(error.value)
     assert "\n" not in message and re.search(expected, message), message
     assert url in message
     assert os.listdir(model) == []  # no .part, no file that would later pass for the .mat
-    mat = utils.get_model_data(model, server("good"))
-    assert utils.load_vgg19(mat)[0]["conv5_4"][0].shape == (3, 3, 512, 512)
+    mat = vgg_weights.get_model_data(model, server("good"))
+    assert vgg_weights.load_vgg19(mat)[0]["conv5_4"][0].shape == (3, 3, 512, 512)
     assert os.listdir(model) == [VGG_NAME]
 
 

@@ -11,6 +11,8 @@ from PIL import Image
 
 import BatchDatsetReader as reader
 import evaluation
+import network
+import vgg_weights
 from tests.project import SMALL, run_fcn
 
 
@@ -141,7 +143,6 @@ def _numpy_scores(truths, predictions, num_classes, ignore):
 
 def test_the_scalars_are_those_of_the_checkpoint_on_the_subset_computed_here(scored_run,
                                                                             scene_data):
-    import FCN
     import datasets
     import read_MITSceneParsingData as scene
     logs, _ = scored_run
@@ -151,7 +152,8 @@ def test_the_scalars_are_those_of_the_checkpoint_on_the_subset_computed_here(sco
     subset = [valid_records[int(k)] for k in order]
     classes = datasets.class_info(datasets.ADE20K, ["c%d" % k for k in range(151)])
     with tf.Graph().as_default():
-        model = FCN.Model((None, FCN.VGG19_MEAN_PIXEL), training=False, classes=classes)
+        model = network.Model((None, vgg_weights.VGG19_MEAN_PIXEL), training=False,
+                              classes=classes)
         with tf.Session() as sess:
             tf.train.Saver(model.saveable).restore(sess, os.path.join(logs, "model.ckpt-4"))
             truths, predictions = [], []

@@ -15,14 +15,13 @@ import threading
 import pytest
 
 import downloads
-import FCN
 import read_MITSceneParsingData as scene
-import TensorflowUtils as utils
+import vgg_weights
 from guards import FCNError
 
 BODY = bytes(range(256)) * 3000  # 768 kB, more than one chunk of a small chunk_size
 OTHER = b"a different file of the same name\n" * 100
-VGG_NAME = utils.VGG19_FILE_NAME
+VGG_NAME = vgg_weights.VGG19_FILE_NAME
 ZIP_NAME = "ADEChallengeData2016.zip"
 
 
@@ -251,11 +250,11 @@ def test_a_synthetic_vgg_put_by_hand_is_used_with_the_real_urls_and_no_network(
     os.makedirs(model_dir)
     path = os.path.join(model_dir, VGG_NAME)
     shutil.copy(vgg_mat_paths["beta16"], path)
-    beta16_url = list(utils.VGG19_DOWNLOADS)[0]
+    beta16_url = list(vgg_weights.VGG19_DOWNLOADS)[0]
     with open(path, "rb") as f:
         found = md5_hex(f.read())
     for _ in range(2):
-        weights, _ = utils.load_vgg19(utils.get_model_data(model_dir, beta16_url))
+        weights, _ = vgg_weights.load_vgg19(vgg_weights.get_model_data(model_dir, beta16_url))
         assert weights["conv5_4"][0].shape == (3, 3, 512, 512)
         warnings = [line for line in capsys.readouterr().out.splitlines() if "Warning" in line]
         assert len(warnings) == 1 and found in warnings[0] and beta16_url in warnings[0]
@@ -328,9 +327,10 @@ def test_the_first_vgg_url_failing_falls_back_to_the_second(failure, tmp_path, h
         first, beta16_md5 = http_server.url("/beta16/" + VGG_NAME), md5_hex(OTHER)
     second = http_server.url("/meta/" + VGG_NAME)
     model_dir = str(tmp_path / "Model_zoo")
-    mat = utils.get_model_data(model_dir, first, checksums={first: beta16_md5, second: meta_md5})
-    weights, _ = utils.load_vgg19(mat)
-    expected, _ = utils.load_vgg19(utils.load_mat(vgg_mat_paths["meta"]))
+    mat = vgg_weights.get_model_data(model_dir, first,
+                                     checksums={first: beta16_md5, second: meta_md5})
+    weights, _ = vgg_weights.load_vgg19(mat)
+    expected, _ = vgg_weights.load_vgg19(vgg_weights.load_mat(vgg_mat_paths["meta"]))
     assert (weights["conv1_1"][0] == expected["conv1_1"][0]).all()
     assert sorted(os.listdir(model_dir)) == [VGG_NAME, VGG_NAME + ".md5.json"]
     assert _record(os.path.join(model_dir, VGG_NAME))["md5"] == meta_md5
@@ -342,7 +342,7 @@ def test_the_first_vgg_url_failing_falls_back_to_the_second(failure, tmp_path, h
 def test_when_every_vgg_url_fails_the_last_error_is_raised_and_nothing_left(tmp_path, http_server):
     first, second = http_server.url("/missing/a.mat"), http_server.url("/missing/b.mat")
     model_dir = str(tmp_path / "Model_zoo")
-    message = _one_line_error(utils.get_model_data, model_dir, first,
+    message = _one_line_error(vgg_weights.get_model_data, model_dir, first,
                               checksums={first: md5_hex(BODY), second: md5_hex(BODY)})
     assert message.startswith("download of %s failed: HTTP 404" % second)
     assert message.endswith("download it by hand to %s" % os.path.join(model_dir, "a.mat"))
@@ -355,7 +355,7 @@ def test_sources_follow_the_table_from_the_url_on():
     assert downloads.sources_from("b", table) == [("b", "2"), ("c", "3")]
     assert downloads.sources_from("z", table) == [("z", None)]
     # FCN.py's call, get_model_data(model_dir, MODEL_URL), gets the beta16 MD5 and the fallback.
-    assert downloads.sources_from(FCN.MODEL_URL, utils.VGG19_DOWNLOADS) == [
+    assert downloads.sources_from(vgg_weights.MODEL_URL, vgg_weights.VGG19_DOWNLOADS) == [
         ("http://www.vlfeat.org/matconvnet/models/beta16/" + VGG_NAME,
          "8ee3263992981a1d26e73b3ca028a123"),
         ("https://www.vlfeat.org/matconvnet/models/" + VGG_NAME,
@@ -405,15 +405,16 @@ def test_a_synthetic_dataset_zip_put_by_hand_is_used_with_a_warning(tmp_path, sc
     assert os.path.isdir(os.path.join(data_dir, "ADEChallengeData2016"))
 
 
-def test_maybe_download_checks_what_it_downloads_and_what_it_finds(tmp_path, http_server,
-                                                                   capsys):
-    folder = str(tmp_path / "zoo")
+def test_a_checked_download_is_recorded_and_a_file_replaced_by_hand_is_named(tmp_path,
+                                                                               http_server,
+                                                                               capsys):
+    path = str(tmp_path / "zoo" / "f.bin")
     url = http_server.url("/body")
-    path = downloads.maybe_download(url, folder, filename="f.bin", md5=md5_hex(BODY))
-    assert path == os.path.join(folder, "f.bin") and _record(path)["md5"] == md5_hex(BODY)
+    assert downloads.download_first([(url, md5_hex(BODY))], path) == url
+    assert _record(path)["md5"] == md5_hex(BODY)
     with open(path, "wb") as f:  # replaced by hand
         f.write(OTHER)
     capsys.readouterr()
-    assert downloads.maybe_download(url, folder, filename="f.bin", md5=md5_hex(BODY)) == path
+    assert downloads.check_file_in_place(path, [md5_hex(BODY)], url) == md5_hex(OTHER)
     out = capsys.readouterr().out
     assert "Warning: %s has MD5 %s" % (path, md5_hex(OTHER)) in out and "Downloading" not in out

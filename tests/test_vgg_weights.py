@@ -10,7 +10,7 @@ import scipy.io
 import tensorflow.compat.v1 as tf
 
 import FCN
-import TensorflowUtils as utils
+import vgg_weights
 from guards import FCNError
 from tests.make_vgg_mat import (MEAN_PIXEL, layer_structs, vgg19_kernels, write_conv_layers_mat,
                                  write_vgg19_mat)
@@ -49,9 +49,10 @@ def test_conv1_1_reads_matconvnet_kernel_as_width_height(vgg_mat_paths, vgg):
 def test_both_layouts_give_the_same_weights_and_mean_pixel(vgg_mat_paths):
     loaded = {}
     for layout, path in vgg_mat_paths.items():
-        loaded[layout] = utils.load_vgg19(utils.load_mat(path), path)
+        loaded[layout] = vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
     (w_beta, mean_beta), (w_meta, mean_meta) = loaded["beta16"], loaded["meta"]
-    assert sorted(w_beta) == sorted(w_meta) == sorted(name for name, _ in utils.VGG19_CONV_SHAPES)
+    assert sorted(w_beta) == sorted(w_meta) == sorted(
+        name for name, _ in vgg_weights.VGG19_CONV_SHAPES)
     for name in w_beta:
         np.testing.assert_array_equal(w_beta[name][0], w_meta[name][0])
         np.testing.assert_array_equal(w_beta[name][1], w_meta[name][1])
@@ -69,50 +70,50 @@ def test_weights_are_tf_layout_of_what_was_written(vgg):
 
 def test_layers_are_found_by_name_not_position(tmp_path):
     kernels = {name: (np.zeros(shape, np.float32), np.full(shape[3], i, np.float32))
-               for i, (name, shape) in enumerate(utils.VGG19_CONV_SHAPES)}
+               for i, (name, shape) in enumerate(vgg_weights.VGG19_CONV_SHAPES)}
     layers = layer_structs(kernels)
     layers.reverse()
     path = str(tmp_path / "reversed.mat")
     write_vgg19_mat(path, kernels=kernels, layers=layers)
-    weights, _ = utils.load_vgg19(utils.load_mat(path), path)
-    for i, (name, _) in enumerate(utils.VGG19_CONV_SHAPES):
+    weights, _ = vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
+    for i, (name, _) in enumerate(vgg_weights.VGG19_CONV_SHAPES):
         assert weights[name][1][0] == i
 
 
 def test_mean_pixel_from_average_image_shapes():
     full = np.zeros((4, 4, 3))
     full[..., 0], full[0, 0, 1], full[..., 2] = 1.0, 16.0, 2.0
-    np.testing.assert_allclose(utils.mean_pixel_from_average_image(full), [1.0, 1.0, 2.0])
-    np.testing.assert_allclose(utils.mean_pixel_from_average_image([[[5, 6, 7]]]), [5, 6, 7])
+    np.testing.assert_allclose(vgg_weights.mean_pixel_from_average_image(full), [1.0, 1.0, 2.0])
+    np.testing.assert_allclose(vgg_weights.mean_pixel_from_average_image([[[5, 6, 7]]]), [5, 6, 7])
     with pytest.raises(ValueError):
-        utils.mean_pixel_from_average_image(np.zeros((4, 4)))
+        vgg_weights.mean_pixel_from_average_image(np.zeros((4, 4)))
 
 
 def test_a_vgg16_file_is_refused_naming_the_missing_layer(tmp_path):
-    convs = dict(utils.VGG19_CONV_SHAPES[:7])  # VGG-16 has no conv3_4
+    convs = dict(vgg_weights.VGG19_CONV_SHAPES[:7])  # VGG-16 has no conv3_4
     path = write_conv_layers_mat(str(tmp_path / "vgg16.mat"), convs)
     with pytest.raises(FCNError, match=r"not VGG-19: it has no layer conv3_4"):
-        utils.load_vgg19(utils.load_mat(path), path)
+        vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
 
 
 def test_a_wrong_kernel_shape_is_refused_naming_the_layer(tmp_path):
     path = write_conv_layers_mat(str(tmp_path / "bad.mat"), {"conv1_1": (3, 3, 3, 32)})
     with pytest.raises(FCNError, match=r"layer conv1_1 has kernel \(3, 3, 3, 32\)"):
-        utils.load_vgg19(utils.load_mat(path), path)
+        vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
 
 
 def test_a_file_that_is_not_a_mat_is_refused(tmp_path):
     path = tmp_path / "imagenet-vgg-verydeep-19.mat"
     path.write_text("<html>404 Not Found</html>")
     with pytest.raises(FCNError, match=r"cannot be read as a MATLAB \.mat.*delete it"):
-        utils.load_mat(str(path))
+        vgg_weights.load_mat(str(path))
 
 
 def test_a_mat_without_layers_is_refused(tmp_path):
     path = str(tmp_path / "other.mat")
     scipy.io.savemat(path, {"x": np.ones(3)})
     with pytest.raises(FCNError, match=r"not a MatConvNet model \(no 'layers'"):
-        utils.load_vgg19(utils.load_mat(path), path)
+        vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
 
 
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -142,17 +143,17 @@ def mat_server(vgg_mat_paths):
 def test_get_model_data_downloads_once_then_uses_the_file(tmp_path, mat_server, vgg_mat_paths):
     url = mat_server + os.path.basename(vgg_mat_paths["beta16"])
     model_dir = str(tmp_path / "Model_zoo")
-    mat = utils.get_model_data(model_dir, url)
-    weights, mean = utils.load_vgg19(mat)
+    mat = vgg_weights.get_model_data(model_dir, url)
+    weights, mean = vgg_weights.load_vgg19(mat)
     assert weights["conv5_4"][0].shape == (3, 3, 512, 512)
     assert _CountingHandler.requests == 1
     assert sorted(os.listdir(model_dir)) == [os.path.basename(url)]  # no .part left
-    utils.get_model_data(model_dir, url)
+    vgg_weights.get_model_data(model_dir, url)
     assert _CountingHandler.requests == 1
 
 
 def test_a_download_error_names_the_url_and_leaves_nothing(tmp_path, mat_server):
     url = mat_server + "missing.mat"
     with pytest.raises(FCNError, match=r"missing\.mat failed: HTTP 404"):
-        utils.get_model_data(str(tmp_path), url)
+        vgg_weights.get_model_data(str(tmp_path), url)
     assert os.listdir(str(tmp_path)) == []

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import read_PascalVOCData as voc
-from BatchDatsetReader import read_annotation, read_image
 from guards import FCNError
+from image_files import read_annotation, read_image
 from tests.local_server import LocalServer, closed_port_url as closed_port_url_of
 from tests.make_voc import make_voc_dataset, make_voc_tar
 
