@@ -11,8 +11,9 @@ starts from it.
 The graph is built afresh from the network (network.build_model, whatever variant, width and
 class count the model has) with resource variables, and restored from the newest readable
 checkpoint: never the training graph, whose Adam slots would triple the size. Its signature
-takes uint8 images of any size and does the padding to a multiple of 32 (with the mean pixel, exactly as
---mode=predict) and the crop back itself, so that a client needs to know nothing of the network.
+takes uint8 images of any size and does the padding to a multiple of 32 (with the mean pixel,
+exactly as --mode=predict) and the crop back itself, so that a client needs to know nothing of
+the network.
 """
 import importlib.util
 import os
