@@ -8,6 +8,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import json  # noqa: E402
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
@@ -27,8 +28,8 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="module")
 def module_tmp(request, tmp_path_factory):
     """mktemp(name) for a module's fixtures. Its folders go when the module ends, unless one of
-    its tests failed (kept then, as pytest keeps a failed test's tmp_path): a training fixture
-    leaves checkpoints of 1.7 GB each, and a whole suite's filled a CI disk."""
+    its tests failed (kept then, as pytest keeps a failed test's tmp_path): a full-size
+    training run leaves checkpoints of 1.7 GB each."""
     made = []
 
     def mktemp(name):
@@ -57,28 +58,56 @@ def vgg_mat_paths(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vgg(vgg_mat_paths):
-    """(weights, mean_pixel) of the synthetic VGG-19, as FCN.inference takes them."""
+    """(weights, mean_pixel) of the full-size synthetic VGG-19, as FCN.inference takes them."""
     import vgg_weights
     path = vgg_mat_paths["beta16"]
     return vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory, vgg_mat_paths):
-    """A --model_dir holding the synthetic .mat under the real file's name."""
-    import shutil
+def model_dir(tmp_path_factory):
+    """The --model_dir of the tests' runs: the narrow VGG-19 (tests/make_vgg_mat.NARROW, VGG's
+    topology and names at an eighth of its widths, fc6 and fc7 at 64), which every mode builds
+    from it or from its checkpoints: checkpoints of megabytes, steps of milliseconds."""
+    from tests.make_vgg_mat import NARROW, write_vgg19_mat
+    from vgg_weights import VGG19_FILE_NAME
     folder = tmp_path_factory.mktemp("Model_zoo")
-    shutil.copy(vgg_mat_paths["beta16"], str(folder / "imagenet-vgg-verydeep-19.mat"))
+    write_vgg19_mat(str(folder / VGG19_FILE_NAME), seed=0, widths=NARROW)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def narrow_vgg(model_dir):
+    """(weights, mean_pixel, widths) of the narrow VGG-19 in model_dir."""
+    import vgg_weights
+    return vgg_weights.load_vgg(model_dir)
+
+
+@pytest.fixture(scope="session")
+def full_model_dir(tmp_path_factory, vgg_mat_paths):
+    """A --model_dir holding the full-size synthetic .mat under the real file's name, for the
+    runs whose size is what they test."""
+    from vgg_weights import VGG19_FILE_NAME
+    folder = tmp_path_factory.mktemp("Model_zoo_full")
+    shutil.copy(vgg_mat_paths["beta16"], str(folder / VGG19_FILE_NAME))
     return str(folder)
 
 
 @pytest.fixture(scope="session")
 def paper_model_dir(tmp_path_factory):
-    """A --model_dir for --variant=paper: the same synthetic VGG-19 (beta16 layout), with fc6 and
-    fc7 of their real shapes (sparse, the file compressed). Its own file, so that the reference's
-    fixtures do not load 475 MB of fc weights they never use."""
+    """A --model_dir for --variant=paper: the narrow VGG-19 with its fc6 and fc7."""
     from tests.make_demo import write_paper_model_dir
-    return write_paper_model_dir(str(tmp_path_factory.mktemp("paper")), seed=0)
+    from tests.make_vgg_mat import NARROW
+    return write_paper_model_dir(str(tmp_path_factory.mktemp("paper")), seed=0, widths=NARROW)
+
+
+@pytest.fixture(scope="session")
+def full_paper_model_dir(tmp_path_factory):
+    """A --model_dir for --variant=paper at full size: the synthetic VGG-19 (beta16 layout), with
+    fc6 and fc7 of their real shapes (sparse, the file compressed). Its own file, so that the
+    reference's fixtures do not load 475 MB of fc weights they never use."""
+    from tests.make_demo import write_paper_model_dir
+    return write_paper_model_dir(str(tmp_path_factory.mktemp("paper_full")), seed=0)
 
 
 # ---- the dataset side: a small ADEChallengeData2016 ---------------------------------------------
@@ -105,8 +134,57 @@ def scene_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dirs(scene_data, model_dir):
-    """--data_dir and --model_dir of the generated data and VGG-19, for FCN.py's command line."""
+    """--data_dir and --model_dir of the generated data and the narrow VGG-19, for FCN.py's
+    command line."""
     return ["--data_dir=" + scene_data, "--model_dir=" + model_dir]
+
+
+# ---- a trained model ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, dirs):
+    """(logs_dir, what training printed) of the narrow network after 3 steps on scene_data
+    (checkpoints at steps 2 and 3). Shared: copy it (copy_of) before changing anything in it."""
+    from tests.project import SMALL, run_fcn
+    logs = str(tmp_path_factory.mktemp("trained") / "logs")
+    out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=3", "--log_every=1",
+                  "--save_every=2", *(SMALL + dirs))
+    return logs, out
+
+
+@pytest.fixture(scope="session")
+def full_size_logs(tmp_path_factory, vgg, full_model_dir):
+    """A logs_dir holding a checkpoint of the full-size network (VGG-19's widths, 3 classes,
+    its initial weights, no optimizer slots) and its classes.json: for the runs whose size is
+    what they test (predict's memory, the export's files). (logs_dir, its flags)."""
+    import tensorflow.compat.v1 as tf
+    import datasets
+    import network
+    from tests.make_dataset import FOLDER_CLASSES
+    from tests.project import SMALL
+    logs = str(tmp_path_factory.mktemp("full_size") / "logs")
+    os.makedirs(logs)
+    classes = datasets.class_info(datasets.FOLDER, list(FOLDER_CLASSES))
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        model = network.Model(vgg, training=False, classes=classes)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(model.saveable).save(sess, os.path.join(logs, "model.ckpt"),
+                                                global_step=1, write_meta_graph=False)
+    with open(os.path.join(logs, datasets.CLASSES_NAME), "w") as f:
+        json.dump(datasets.info_to_json(classes), f)
+    return logs, ["--logs_dir=" + logs, "--model_dir=" + full_model_dir] + SMALL
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    """copy_of(folder): a copy of folder in this test's tmp_path, to change at will."""
+    def copy(folder):
+        target = str(tmp_path / ("copy_%s" % os.path.basename(os.path.normpath(folder))))
+        shutil.copytree(folder, target)
+        return target
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
+import FCN  # noqa: E402
 import checkpoints  # noqa: E402
 import distribute  # noqa: E402
 import network  # noqa: E402
@@ -37,11 +38,11 @@ def the_batch():
     return images, annotations
 
 
-def build(vgg, strategy=None):
+def build(vgg, widths, strategy=None):
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(0)
-        model = network.Model(vgg, training=True, strategy=strategy)
+        model = network.Model(vgg, training=True, strategy=strategy, widths=widths)
         by_name = {v.op.name: v for v in model.saveable}
         saver = tf.train.Saver(model.saveable)
     return graph, model, by_name, saver
@@ -56,14 +57,14 @@ def largest_relative(a, b):
 
 
 def main(model_dir, work_dir, result_path):
-    weights, mean_pixel, _ = vgg_weights.load_vgg(model_dir)
+    weights, mean_pixel, widths = vgg_weights.load_vgg(model_dir)
     vgg = (weights, mean_pixel)
     images, annotations = the_batch()
     slots = [n + "/Adam" for n in CHECKED]
     result = {}
 
     # One device.
-    graph, model, by_name, saver = build(vgg)
+    graph, model, by_name, saver = build(vgg, widths)
     with graph.as_default(), tf.Session(graph=graph) as sess:
         sess.run(tf.global_variables_initializer())
         start = saver.save(sess, os.path.join(work_dir, "start"), write_meta_graph=False)
@@ -73,10 +74,10 @@ def main(model_dir, work_dir, result_path):
         one = values(sess, by_name, CHECKED + slots)
 
     # Two replicas, from the same start (a single-device checkpoint restored under mirrored).
-    cluster = distribute.Cluster(tf, {"distribute": "mirrored", "devices": "CPU:0,CPU:1",
-                                      "all_reduce": "auto", "worker_timeout": 600,
-                                      "batch_size": BATCH}, gpu_count=0)
-    graph, model, by_name, saver = build(vgg, cluster.strategy)
+    settings = FCN.current_settings().replace(distribute="mirrored", devices="CPU:0,CPU:1",
+                                              batch_size=BATCH)
+    cluster = distribute.Cluster(tf, settings, gpu_count=0)
+    graph, model, by_name, saver = build(vgg, widths, cluster.strategy)
     with graph.as_default(), tf.Session(graph=graph, config=cluster.config) as sess:
         sess.run(tf.global_variables_initializer())
         checkpoints.restore(sess, start, model.saveable, model.global_step)
@@ -92,7 +93,7 @@ def main(model_dir, work_dir, result_path):
         names_in_mirrored = sorted(n for n, _ in tf.train.list_variables(mirrored))
 
     # The mirrored checkpoint restored on one device.
-    graph, model, by_name, saver = build(vgg)
+    graph, model, by_name, saver = build(vgg, widths)
     with graph.as_default(), tf.Session(graph=graph) as sess:
         sess.run(tf.global_variables_initializer())
         checkpoints.restore(sess, mirrored, model.saveable, model.global_step)

@@ -18,16 +18,16 @@ if __package__ in (None, ""):  # run as a file: make `tests` importable
 
 from tests.make_dataset import make_folder_dataset, make_scene_dataset  # noqa: E402
 from tests.make_vgg_mat import vgg19_fc_weights, write_vgg19_mat  # noqa: E402
-from vgg_weights import VGG19_FILE_NAME  # noqa: E402
+from vgg_weights import VGG19_FILE_NAME, VGG19_WIDTHS  # noqa: E402
 
 
-def write_paper_model_dir(out, seed=0):
-    """<out>/Model_zoo_paper: the same synthetic VGG-19 with fc6 and fc7 of their real shapes,
-    which --variant=paper loads (81 MB compressed, about half a minute to write)."""
+def write_paper_model_dir(out, seed=0, widths=VGG19_WIDTHS):
+    """<out>/Model_zoo_paper: the same synthetic VGG-19 with fc6 and fc7, which --variant=paper
+    loads; at the real widths (81 MB compressed, about half a minute to write), or others."""
     model_dir = os.path.join(out, "Model_zoo_paper")
     os.makedirs(model_dir, exist_ok=True)
     write_vgg19_mat(os.path.join(model_dir, VGG19_FILE_NAME), seed=seed,
-                    fc_weights=vgg19_fc_weights(seed))
+                    fc_weights=vgg19_fc_weights(seed, widths=widths), widths=widths)
     return model_dir
 
 

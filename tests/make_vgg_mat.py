@@ -14,8 +14,11 @@ once loaded however they are stored, so the reference's fixtures keep the stand-
 import numpy as np
 import scipy.io
 
-from vgg_weights import VGG19_WIDTHS, WIDTHS_VARIABLE, conv_layers, fc_shapes
+from vgg_weights import VGG19_WIDTHS, WIDTHS_VARIABLE, Widths, conv_layers, fc_shapes
 
+# The tests' narrow VGG-19: the same 16 convolutions, names and pools at an eighth of VGG-19's
+# channels, fc6 and fc7 at 64 outputs instead of 4096 (about 2 M parameters, not 140 M).
+NARROW = Widths(blocks=(8, 16, 32, 64, 64), fc=64)
 MEAN_PIXEL = np.array([123.68, 116.779, 103.939])
 FC_DENSITY = 1.0 / 128  # the share of fc6's and fc7's weights that are not zero
 

@@ -1,6 +1,7 @@
-"""The project under test: where it is, its source files, and running FCN.py as a user does."""
+"""The project under test: where it is, its source files, and running FCN.py as a user does, in
+this process (FCN.main) or, where the process itself is what a test is about, as a child."""
 import contextlib
-import glob
+import io
 import os
 import subprocess
 import sys
@@ -11,38 +12,53 @@ SMALL = ["--image_size=64", "--batch_size=2"]  # the flags that keep a test's ne
 
 
 def run_fcn(*args, expect=0):
-    """Runs `python FCN.py args`; returns its output (stdout and stderr)."""
-    proc = subprocess.run([sys.executable, FCN_PY] + list(args),
-                          capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == expect, out[-3000:]
-    return out
+    """`python FCN.py args` as FCN.main in this process (no TensorFlow import, no .mat load per
+    run): checks its exit code, returns what it printed, stdout and stderr in the order written.
+    An exception other than SystemExit, the traceback a user would see, fails the test."""
+    code, output = main_in_this_process(*args)
+    assert code == expect, output[-3000:]
+    return output
 
 
 def fcn_main(capsys, *args):
-    """FCN.main in this process with these flags (only for runs that stop before building the
-    network): returns (exit code, stdout, stderr). An exception other than SystemExit, the
-    traceback a user would see, fails the test."""
+    """FCN.main in this process with these flags: (exit code, stdout, stderr) apart, for the
+    tests that tell the two streams apart."""
     import FCN
     capsys.readouterr()
-    FCN.FLAGS.unparse_flags()
     try:
         FCN.main(["FCN.py"] + list(args))
         code = 0
     except SystemExit as e:
         code = e.code
     finally:
-        FCN.FLAGS.unparse_flags()  # main set them
+        FCN.FLAGS.unparse_flags()  # main set them; the next test starts from the defaults
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
-def project_sources(but=None):
-    """Every .py of the project (top level, tests, benchmarks), except the file `but`."""
-    paths = glob.glob(os.path.join(ROOT, "*.py"))
-    for folder in ("tests", "benchmarks"):
-        paths += glob.glob(os.path.join(ROOT, folder, "*.py"))
-    return [p for p in paths if but is None or os.path.abspath(p) != os.path.abspath(but)]
+def main_in_this_process(*args):
+    """(exit code, what it printed) of FCN.main(["FCN.py", *args]) in this process."""
+    import FCN
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            FCN.main(["FCN.py"] + list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        FCN.FLAGS.unparse_flags()
+    return code, output.getvalue()
+
+
+def run_program(*args, expect=0, timeout=900, **popen_args):
+    """`python FCN.py args` as a child process, for what only a process shows: its file
+    descriptors, signals, exit status, environment. Returns its stdout and stderr together."""
+    proc = subprocess.run([sys.executable, FCN_PY] + list(args), capture_output=True, text=True,
+                          timeout=timeout, **popen_args)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == expect, out[-3000:]
+    return out
 
 
 @contextlib.contextmanager

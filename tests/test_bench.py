@@ -210,6 +210,7 @@ def expected_keys(results):
     return keys
 
 
+@pytest.mark.slow  # a benchmark run in its own process, tens of seconds
 def test_quick_run_has_every_row_in_the_json_and_the_table(quick_run):
     results, stdout = quick_run
     rows = dict(bench.flatten(results))
@@ -222,6 +223,7 @@ def test_quick_run_has_every_row_in_the_json_and_the_table(quick_run):
     assert "fp32 train, large batch" in stdout and "bf16 train" not in stdout
 
 
+@pytest.mark.slow  # a benchmark run in its own process, tens of seconds
 def test_quick_run_numbers_are_finite_and_positive(quick_run):
     results, _ = quick_run
     rows = bench.flatten(results)
@@ -236,6 +238,7 @@ def test_quick_run_numbers_are_finite_and_positive(quick_run):
         assert all(math.isfinite(v) and v >= 0 for v in results["meta"][key])
 
 
+@pytest.mark.slow  # a benchmark run in its own process, tens of seconds
 def test_quick_run_fraction_is_gflops_over_the_ceiling(quick_run):
     results, _ = quick_run
     batch = results["meta"]["train_batches"][0]

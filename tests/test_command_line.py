@@ -110,6 +110,8 @@ def test_a_stray_argument_is_refused():
     (["--debug=maybe"], "--debug=maybe: use true or false"),
     (["--batch_size"], "--batch_size needs a value"),
     (["--batch_size", "--seed=1"], "--batch_size needs a value"),
+    # absl alone would take the next flag as a string flag's value.
+    (["--logs_dir", "--mode=validate"], "--logs_dir needs a value"),
     (["--seed=-1"], "--seed=-1: it must be between 0 and 4294967295"),
     (["--seed=4294967296"], "--seed=4294967296: it must be between 0 and 4294967295"),
     (["--image_size=100000"], "--image_size=100000: at most 4096; memory grows with the pixel"),

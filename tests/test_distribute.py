@@ -26,7 +26,7 @@ import FCN
 import distribute
 import read_MITSceneParsingData as scene_parsing
 from guards import FCNError, error_summary
-from tests.project import FCN_PY, ROOT, SMALL
+from tests.project import FCN_PY, ROOT, main_in_this_process, run_program
 
 HANG = 900  # seconds: only against a hang, never an assertion about speed
 
@@ -234,7 +234,7 @@ class Worker:
             if self.proc.poll() is not None:
                 raise AssertionError("worker ended before %r:\n%s" % (pattern,
                                                                      self.output[-3000:]))
-            time.sleep(0.5)
+            time.sleep(0.05)
         raise AssertionError("no %r after %d s" % (pattern, HANG))
 
     def finish(self):
@@ -265,7 +265,9 @@ def pairs(module_tmp, dirs):
     """
     folder = str(module_tmp("multi_worker"))
     shared = os.path.join(folder, "shared")
-    common = SMALL + dirs + ["--log_every=1", "--save_every=2"]
+    # The narrow network at 512x512: steps of about a second, so that a worker seen at a step
+    # is stopped before the step after the next.
+    common = ["--image_size=512", "--batch_size=2"] + dirs + ["--log_every=1", "--save_every=2"]
     stages, running = {"shared": shared}, []
 
     def start(args_for):
@@ -312,6 +314,7 @@ def pairs(module_tmp, dirs):
             w.stop()
 
 
+@pytest.mark.slow
 def test_two_workers_train_to_the_same_weights_and_only_the_chief_writes(pairs):
     fresh = pairs["fresh"]
     assert fresh["rc"] == [0, 0], fresh["out"][0][-2000:] + fresh["out"][1][-2000:]
@@ -326,6 +329,7 @@ def test_two_workers_train_to_the_same_weights_and_only_the_chief_writes(pairs):
     assert fresh["files"][1] == []  # worker 1 wrote nothing into its --logs_dir
 
 
+@pytest.mark.slow
 def test_a_killed_pair_resumes_from_the_chiefs_last_checkpoint(pairs):
     assert pairs["killed"]["rc"] == [-signal.SIGKILL, -signal.SIGKILL]
     assert pairs["killed"]["steps"][-1] == 2
@@ -334,6 +338,7 @@ def test_a_killed_pair_resumes_from_the_chiefs_last_checkpoint(pairs):
         assert restored in out, out[-2000:]
 
 
+@pytest.mark.slow
 def test_a_sigterm_on_one_worker_stops_both_after_the_same_step(pairs):
     stage = pairs["sigterm"]
     assert stage["rc"] == [0, 0], stage["out"][0][-2000:] + stage["out"][1][-2000:]
@@ -350,6 +355,7 @@ def test_a_sigterm_on_one_worker_stops_both_after_the_same_step(pairs):
     assert len(sums[0]) == 1 and sums[0] == sums[1]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_other_within_the_timeout(pairs):
     stage = pairs["lost"]
     lines = [line for line in stage["out"].splitlines() if line.startswith("FCN.py: error:")]
@@ -362,25 +368,28 @@ def test_a_killed_worker_stops_the_other_within_the_timeout(pairs):
 
 # ---- refusals: one line, exit 2 ----------------------------------------------------------------
 
-def refused(args, tf_config_text=None):
-    env = dict(os.environ)
-    env.pop("TF_CONFIG", None)
-    if tf_config_text is not None:
-        env["TF_CONFIG"] = tf_config_text
-    proc = subprocess.run([sys.executable, FCN_PY, "--mode=train"] + args, capture_output=True,
-                          text=True, timeout=HANG, env=env, cwd=ROOT)
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("FCN.py: error:")]
-    assert proc.returncode == 2 and len(lines) == 1, (proc.stdout + proc.stderr)[-3000:]
-    assert "Traceback" not in proc.stderr
+def refused(args, monkeypatch, tf_config_text=None):
+    """The one error line of --mode=train with args (in this process), TF_CONFIG set to
+    tf_config_text or unset."""
+    if tf_config_text is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config_text)
+    code, out = main_in_this_process("--mode=train", *args)
+    lines = [line for line in out.splitlines() if line.startswith("FCN.py: error:")]
+    assert code == 2 and len(lines) == 1, out[-3000:]
     return lines[0]
 
 
-def test_an_uneven_batch_and_a_bad_tf_config_are_refused(dirs, tmp_path):
+def test_an_uneven_batch_and_a_bad_tf_config_are_refused(dirs, tmp_path, monkeypatch):
     logs = ["--logs_dir=" + str(tmp_path / "logs"), "--image_size=64"] + dirs
-    assert "--batch_size=3 does not divide among the 2 replicas" in refused(
-        logs + ["--batch_size=3", "--distribute=mirrored", "--devices=CPU:0,CPU:1"])
+    # A process of its own: a MirroredStrategy over 2 CPU devices is made before TensorFlow
+    # has set up its devices, which this process's earlier tests have done.
+    out = run_program("--mode=train", "--batch_size=3", "--distribute=mirrored",
+                      "--devices=CPU:0,CPU:1", *logs, expect=2, cwd=ROOT)
+    assert "FCN.py: error: --batch_size=3 does not divide among the 2 replicas" in out
     multi = logs + ["--batch_size=2", "--distribute=multi_worker"]
-    assert "TF_CONFIG is not valid JSON" in refused(multi, "{cluster: }")
+    assert "TF_CONFIG is not valid JSON" in refused(multi, monkeypatch, "{cluster: }")
     assert "task worker 5 is not in its cluster" in refused(
-        multi, tf_config({"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "worker", 5))
+        multi, monkeypatch, tf_config({"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "worker", 5))
     assert not os.path.exists(str(tmp_path / "logs" / "settings.json"))

@@ -216,6 +216,27 @@ def test_the_tflite_files_shrink_with_their_weights(exported):
     assert 0.2 < sizes["tflite_int8"] / sizes["tflite"] < 0.3
 
 
+@pytest.mark.slow  # two conversions of a 0.6 GB model
+def test_the_full_size_export_holds_its_weights_once_and_shrinks_them_as_asked(full_size_logs,
+                                                                               tmp_path):
+    import tensorflow.compat.v1 as tf
+    logs, flags = full_size_logs
+    export_dir = str(tmp_path / "export")
+    run_fcn("--mode=export", "--export_dir=" + export_dir,
+            "--export_format=tflite_fp16,tflite_int8", *flags)
+    version_dir = os.path.join(export_dir, "1")
+    shapes = dict(tf.train.list_variables(tf.train.latest_checkpoint(logs)))
+    weights = sum(int(np.prod(s)) * 4 for s in shapes.values())
+    # VGG-19's widths: 142 M parameters at 3 classes.
+    assert len(shapes) == 44 and weights > 500e6
+    assert weights <= export_model.file_nbytes(os.path.join(version_dir, "variables")) \
+        < 1.01 * weights
+    sizes = {kind: os.path.getsize(os.path.join(version_dir, export_model.FORMAT_FILES[kind]))
+             for kind in ("tflite_fp16", "tflite_int8")}
+    assert 0.45 < sizes["tflite_fp16"] / weights < 0.55
+    assert 0.2 < sizes["tflite_int8"] / weights < 0.3
+
+
 def test_export_image_size_bakes_a_fixed_input(trained, exported, tmp_path):
     logs, _, flags = trained
     export_dir = str(tmp_path / "fixed")

@@ -189,10 +189,10 @@ def test_bf16_bias_gradient_is_summed_in_float32():
     np.testing.assert_allclose(got, expected, rtol=2 ** -7)
 
 
-def test_inference_refuses_a_size_that_is_not_a_multiple_of_32(vgg):
+def test_inference_refuses_a_size_that_is_not_a_multiple_of_32(narrow_vgg):
     with tf.Graph().as_default():
         image, _, _ = network.input_placeholders()
-        pred, _ = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        pred, _, _ = network.fcn8s(image, 1.0, narrow_vgg[:2], widths=narrow_vgg[2])
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 32"):
@@ -242,7 +242,8 @@ def test_phase_order_puts_each_label_where_phase_groups_put_its_pixel():
 
 
 @pytest.mark.parametrize("ignore_label,axis", [(None, None), (255, None), (255, [1, 2])])
-def test_the_networks_loss_and_prediction_are_those_of_its_logits(vgg, ignore_label, axis):
+def test_the_networks_loss_and_prediction_are_those_of_its_logits(narrow_vgg, ignore_label,
+                                                                   axis):
     # The reference network's loss and argmax work on conv_t3's phase groups: they must equal
     # the cross-entropy and argmax of the interleaved logits, values and gradients.
     rng = np.random.RandomState(6)
@@ -252,7 +253,7 @@ def test_the_networks_loss_and_prediction_are_those_of_its_logits(vgg, ignore_la
         annotation[0, :20] = ignore_label
     with tf.Graph().as_default():
         image, annotation_t, _ = network.input_placeholders()
-        pred, logits, groups = network.fcn8s(image, 1.0, vgg)
+        pred, logits, groups = network.fcn8s(image, 1.0, narrow_vgg[:2], widths=narrow_vgg[2])
         loss = network.pixel_loss(logits, annotation_t, ignore_label, axis, phase_groups=groups)
         # Without the phase groups: the loss of the interleaved tensor itself.
         plain = FCN.pixel_loss(logits, annotation_t, ignore_label, axis)
@@ -294,21 +295,22 @@ def _random_op_count(graph):
 
 
 @pytest.mark.parametrize("variant", [network.REFERENCE, network.PAPER])
-def test_a_graph_that_only_predicts_has_no_dropout_and_the_same_values(vgg, variant):
+def test_a_graph_that_only_predicts_has_no_dropout_and_the_same_values(narrow_vgg, variant):
     # The same weights in a graph with dropout fed keep 1 and in one built with keep_prob None.
-    weights = vgg
+    weights, mean_pixel, widths = narrow_vgg
     if variant == network.PAPER:
         rng = np.random.RandomState(8)
-        weights = (dict(vgg[0], **{name: ((rng.standard_normal(shape) * 0.01).astype(np.float32),
+        weights = dict(weights, **{name: ((rng.standard_normal(shape) * 0.01).astype(np.float32),
                                           np.zeros(shape[3], np.float32))
-                                   for name, shape in vgg_weights.VGG19_FC_SHAPES}), vgg[1])
+                                   for name, shape in vgg_weights.fc_shapes(widths)})
     images = np.random.RandomState(7).uniform(0, 255, (2, 64, 64, 3))
     results, values = [], None
     for keep in ("placeholder", None):
         with tf.Graph().as_default() as graph:
             image, _, keep_prob = network.input_placeholders()
-            pred, logits = FCN.inference(image, keep_prob if keep else None, vgg=weights,
-                                         debug=False, variant=variant)
+            pred, logits, _ = network.fcn8s(image, keep_prob if keep else None,
+                                            (weights, mean_pixel), variant=variant,
+                                            widths=widths)
             random_ops = _random_op_count(graph)
             with tf.Session() as sess:
                 sess.run(tf.global_variables_initializer())

@@ -2,7 +2,6 @@
 import glob
 import json
 import os
-import shutil
 
 import imageio.v2 as imageio
 import numpy as np
@@ -12,16 +11,8 @@ import tensorflow.compat.v1 as tf
 import checkpoints
 import FCN
 import network
+import vgg_weights
 from tests.project import SMALL, run_fcn
-
-
-@pytest.fixture(scope="module")
-def trained(module_tmp, dirs):
-    """A logs_dir after 3 steps of training, and what the run printed."""
-    logs = str(module_tmp("logs"))
-    out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=3", "--log_every=1",
-                  "--save_every=2", *(SMALL + dirs))
-    return logs, out
 
 
 def test_train_writes_checkpoints_events_and_settings(trained):
@@ -38,9 +29,8 @@ def test_train_writes_checkpoints_events_and_settings(trained):
     assert not os.path.exists(os.path.join(logs, "train.lock"))
 
 
-def test_train_again_continues_from_the_saved_step(trained, dirs, tmp_path):
-    logs = str(tmp_path / "logs")
-    shutil.copytree(trained[0], logs)
+def test_train_again_continues_from_the_saved_step(trained, dirs, copy_of):
+    logs = copy_of(trained[0])
     out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=5", "--log_every=1",
                   *(SMALL + dirs))
     assert "(step 3)" in out
@@ -49,19 +39,21 @@ def test_train_again_continues_from_the_saved_step(trained, dirs, tmp_path):
     assert int(tf.train.load_variable(logs, "global_step")) == 5
 
 
-def test_train_at_max_iterations_does_nothing(trained, dirs):
-    out = run_fcn("--mode=train", "--logs_dir=" + trained[0], "--max_iterations=3",
+def test_train_at_max_iterations_does_nothing(trained, dirs, copy_of):
+    out = run_fcn("--mode=train", "--logs_dir=" + copy_of(trained[0]), "--max_iterations=3",
                   *(SMALL + dirs))
     assert "already reached --max_iterations=3" in out
 
 
-def test_a_checkpoint_without_global_step_restores_with_the_step_of_its_name(vgg, dirs, tmp_path):
+def test_a_checkpoint_without_global_step_restores_with_the_step_of_its_name(dirs, model_dir,
+                                                                            tmp_path):
     logs = str(tmp_path / "logs")
     os.makedirs(logs)
+    weights, mean_pixel, widths = vgg_weights.load_vgg(model_dir)
     # The original implementation's graph: the network and Adam, no global_step.
     with tf.Graph().as_default():
         image, annotation, _ = network.input_placeholders()
-        _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        _, logits, _ = network.fcn8s(image, 1.0, (weights, mean_pixel), widths=widths)
         FCN.train(FCN.pixel_loss(logits, annotation), tf.trainable_variables(), 1e-4, False)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -82,8 +74,8 @@ def _labelled_pixels(data_dir):
     return sum(int((imageio.imread(p) > 0).sum()) for p in glob.glob(os.path.join(folder, "*")))
 
 
-def test_validate_writes_the_benchmark_metrics(trained, dirs, scene_data):
-    logs = trained[0]
+def test_validate_writes_the_benchmark_metrics(trained, dirs, scene_data, copy_of):
+    logs = copy_of(trained[0])
     out = run_fcn("--mode=validate", "--logs_dir=" + logs, *(SMALL + dirs))
     assert "validated 5/5 images" in out and "mean IoU" in out
     with open(os.path.join(logs, "validation_metrics.json")) as f:
@@ -122,8 +114,8 @@ def test_validate_writes_the_benchmark_metrics(trained, dirs, scene_data):
     assert scalars["mean_iou"] == pytest.approx(result["mean_iou"], abs=1e-6)
 
 
-def test_visualize_writes_the_reference_files_and_panels(trained, dirs):
-    logs = trained[0]
+def test_visualize_writes_the_reference_files_and_panels(trained, dirs, copy_of):
+    logs = copy_of(trained[0])
     run_fcn("--mode=visualize", "--logs_dir=" + logs, *(SMALL + dirs))
     for k in range(2):
         for name, shape in (("inp_%d", (64, 64, 3)), ("gt_%d", (64, 64)), ("pred_%d", (64, 64)),

@@ -11,16 +11,21 @@ import tensorflow.compat.v1 as tf
 import FCN
 import network
 import vgg_weights
+from tests.make_vgg_mat import NARROW
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def build(vgg, debug=False, with_train_op=True):
-    """A fresh graph: placeholders with N, H, W unknown, the network, its loss and Adam."""
+def build(vgg, debug=False, with_train_op=True, widths=None):
+    """A fresh graph: placeholders with N, H, W unknown, the network, its loss and Adam;
+    through the reference's API (FCN.inference) at VGG-19's widths, else at these widths."""
     graph = tf.Graph()
     with graph.as_default():
         image, annotation, keep_prob = network.input_placeholders()
-        pred, logits = FCN.inference(image, keep_prob, vgg=vgg, debug=debug)
+        if widths is None:
+            pred, logits = FCN.inference(image, keep_prob, vgg=vgg, debug=debug)
+        else:
+            pred, logits, _ = network.fcn8s(image, keep_prob, vgg, debug=debug, widths=widths)
         loss = FCN.pixel_loss(logits, annotation)
         train_op = None
         if with_train_op:
@@ -84,11 +89,11 @@ def test_dropout_is_identity_at_keep_prob_1_and_random_below(net):
     assert not np.allclose(c, d)
 
 
-def test_mean_pixel_is_subtracted_before_the_first_convolution(vgg):
-    weights, mean_pixel = vgg
+def test_mean_pixel_is_subtracted_before_the_first_convolution(narrow_vgg):
+    weights, mean_pixel, widths = narrow_vgg
     with tf.Graph().as_default():
         image = tf.placeholder(tf.float32, [1, 32, 32, 3])
-        FCN.inference(image, 1.0, vgg=vgg, debug=False)
+        network.fcn8s(image, 1.0, (weights, mean_pixel), widths=widths)
         conv1_1 = tf.get_default_graph().get_tensor_by_name("inference/Conv2D:0")
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -98,13 +103,14 @@ def test_mean_pixel_is_subtracted_before_the_first_convolution(vgg):
     np.testing.assert_allclose(out, 0.0, atol=1e-3)
 
 
-def test_a_checkpoint_restores_into_a_fresh_graph(vgg, tmp_path):
+def test_a_checkpoint_restores_into_a_fresh_graph(narrow_vgg, tmp_path):
     ckpt = str(tmp_path / "model.ckpt")
     rng = np.random.RandomState(2)
     images = rng.uniform(0, 255, (1, 64, 64, 3))
     labels = rng.randint(0, FCN.NUM_OF_CLASSESS, (1, 64, 64, 1))
+    vgg, widths = narrow_vgg[:2], narrow_vgg[2]
 
-    graph, t = build(vgg)
+    graph, t = build(vgg, widths=widths)
     with graph.as_default(), tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
         feed = {t["image"]: images, t["annotation"]: labels, t["keep_prob"]: 1.0}
@@ -117,7 +123,7 @@ def test_a_checkpoint_restores_into_a_fresh_graph(vgg, tmp_path):
     names_in_file = {name for name, _ in tf.train.list_variables(ckpt)}
     assert names_in_file == set(saved)
 
-    graph2, t2 = build(vgg)
+    graph2, t2 = build(vgg, widths=widths)
     with graph2.as_default(), tf.Session() as sess:
         # Re-initialise to different values first, so that only the restore can make them equal.
         sess.run(tf.global_variables_initializer())
@@ -129,17 +135,19 @@ def test_a_checkpoint_restores_into_a_fresh_graph(vgg, tmp_path):
     np.testing.assert_array_equal(logits_before, logits_after)
 
 
-def test_a_few_adam_steps_on_one_batch_lower_the_loss(vgg):
+def test_a_few_adam_steps_on_one_batch_lower_the_loss(narrow_vgg):
+    # The narrow network fits one batch more slowly than the full one did in 6 steps.
+    steps = 20
     rng = np.random.RandomState(4)
     images = rng.uniform(0, 255, (2, 64, 64, 3))
     labels = np.zeros((2, 64, 64, 1), np.int32)
     labels[:, 16:48, 16:48] = 3
-    graph, t = build(vgg)
+    graph, t = build(narrow_vgg[:2], widths=narrow_vgg[2])
     with graph.as_default(), tf.Session() as sess:
         tf.set_random_seed(0)
         sess.run(tf.global_variables_initializer())
         feed = {t["image"]: images, t["annotation"]: labels, t["keep_prob"]: 1.0}
-        losses = [sess.run([t["loss"], t["train_op"]], feed)[0] for _ in range(6)]
+        losses = [sess.run([t["loss"], t["train_op"]], feed)[0] for _ in range(steps)]
         final = sess.run(t["loss"], feed)
     assert np.all(np.isfinite(losses))
     assert final < 0.5 * losses[0], losses + [final]
@@ -176,6 +184,18 @@ def test_a_mode_that_feeds_resized_images_fixes_their_size_and_fc6_skips_padding
     assert model.annotation.shape.as_list() == [None, side, side, 1]
     op_types = {op.type for op in graph.get_operations()}
     assert ("ExtractImagePatches" in op_types) == (not fixed)
+
+
+def test_a_checkpoints_widths_are_read_from_its_variables(trained):
+    assert network.checkpoint_widths(tf.train.latest_checkpoint(trained[0]),
+                                     network.REFERENCE) == NARROW
+
+
+def test_the_widths_of_weights_are_their_kernels_and_fc6(narrow_vgg):
+    weights, _, widths = narrow_vgg
+    assert network.widths_of(weights) == (widths.blocks, 4096)  # fc6 not among them: the default
+    with_fc = dict(weights, fc6=(np.zeros((7, 7, 64, 64), np.float32), np.zeros(64, np.float32)))
+    assert network.widths_of(with_fc) == NARROW
 
 
 def test_importing_fcn_parses_nothing_and_builds_nothing():

@@ -15,6 +15,7 @@ import FCN
 import metrics
 import network
 from tests.make_dataset import FOLDER_CLASSES, IGNORE_LABEL, make_folder_dataset
+from tests.make_vgg_mat import NARROW
 from tests.make_voc import make_voc_dataset
 from tests.project import SMALL, run_fcn
 
@@ -58,10 +59,12 @@ def _class_layer_shapes(logs):
     return {name: shapes[name] for name in CLASS_LAYERS}
 
 
-def _expected_class_layer_shapes(n):
-    return {"inference/W8": [1, 1, 4096, n], "inference/b8": [n],
-            "inference/W_t1": [4, 4, 512, n], "inference/W_t3": [16, 16, n, 256],
-            "inference/b_t3": [n]}
+def _expected_class_layer_shapes(n, widths=NARROW):
+    """The class layers' shapes for n classes (at VGG-19's widths: [1, 1, 4096, n],
+    [4, 4, 512, n], [16, 16, n, 256]; the tests' runs are the narrow network)."""
+    return {"inference/W8": [1, 1, widths.fc, n], "inference/b8": [n],
+            "inference/W_t1": [4, 4, widths.blocks[3], n],
+            "inference/W_t3": [16, 16, n, widths.blocks[2]], "inference/b_t3": [n]}
 
 
 # ---- each dataset through every mode ------------------------------------------------------------
@@ -218,17 +221,19 @@ def test_ade20k_palette_is_the_official_one():
 
 # ---- --init_from ----------------------------------------------------------------------------------
 
-def _save_source(vgg, path, original):
-    """A 151-class checkpoint with random head weights: this project's (Model, global_step) or
-    the original implementation's (the network and Adam, no global_step)."""
+def _save_source(narrow_vgg, path, original):
+    """A 151-class checkpoint of the narrow network with random head weights: this project's
+    (Model, global_step) or the original implementation's (the network and Adam, no
+    global_step)."""
+    weights, mean_pixel, widths = narrow_vgg
     with tf.Graph().as_default():
         tf.set_random_seed(3)
         if original:
             image, annotation, _ = network.input_placeholders()
-            _, logits = FCN.inference(image, 1.0, vgg=vgg, debug=False)
+            _, logits, _ = network.fcn8s(image, 1.0, (weights, mean_pixel), widths=widths)
             FCN.train(FCN.pixel_loss(logits, annotation), tf.trainable_variables(), 1e-4, False)
         else:
-            network.Model(vgg, training=True)
+            network.Model((weights, mean_pixel), training=True, widths=widths)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             values = {v.op.name: value for v, value in
@@ -238,11 +243,12 @@ def _save_source(vgg, path, original):
 
 
 @pytest.mark.parametrize("original", [False, True])
-def test_init_from_restores_every_layer_but_the_class_layers(vgg, tmp_path, original):
-    source, values = _save_source(vgg, str(tmp_path / "model.ckpt"), original)
+def test_init_from_restores_every_layer_but_the_class_layers(narrow_vgg, tmp_path, original):
+    source, values = _save_source(narrow_vgg, str(tmp_path / "model.ckpt"), original)
     classes = datasets.class_info(datasets.FOLDER, ["a", "b", "c"])
     with tf.Graph().as_default():
-        model = network.Model((None, vgg[1]), training=True, classes=classes)
+        model = network.Model((None, narrow_vgg[1]), training=True, classes=classes,
+                              widths=NARROW)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             restored = checkpoints.restore_matching(sess, source, model.network_variables)
@@ -253,13 +259,14 @@ def test_init_from_restores_every_layer_but_the_class_layers(vgg, tmp_path, orig
     for name in restored:
         np.testing.assert_array_equal(after[name], values[name], err_msg=name)
     # Fresh, as a new network: truncated normal of stddev 0.02, zero biases.
-    assert after["inference/W8"].shape == (1, 1, 4096, 3)
+    assert after["inference/W8"].shape == (1, 1, NARROW.fc, 3)
     assert 0.015 < after["inference/W8"].std() < 0.025
     assert not after["inference/b8"].any()
 
 
-def test_init_from_on_the_command_line_needs_no_vgg_file(vgg, folder_data, tmp_path):
-    source, values = _save_source(vgg, str(tmp_path / "ade" / "model.ckpt"), original=False)
+def test_init_from_on_the_command_line_needs_no_vgg_file(narrow_vgg, folder_data, tmp_path):
+    source, values = _save_source(narrow_vgg, str(tmp_path / "ade" / "model.ckpt"),
+                                  original=False)
     empty_model_dir = tmp_path / "no_vgg"
     empty_model_dir.mkdir()
     logs = str(tmp_path / "logs")

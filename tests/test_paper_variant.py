@@ -16,8 +16,8 @@ import TensorflowUtils as utils
 import vgg_weights
 from guards import FCNError
 from tests.make_dataset import make_scene_dataset
-from tests.make_vgg_mat import (MEAN_PIXEL, layer_structs, vgg19_fc_weights, vgg19_kernels,
-                                write_conv_layers_mat, write_vgg19_mat)
+from tests.make_vgg_mat import (MEAN_PIXEL, NARROW, layer_structs, vgg19_fc_weights,
+                                vgg19_kernels, write_conv_layers_mat, write_vgg19_mat)
 from tests.project import SMALL, run_fcn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,6 +32,14 @@ def paper_vgg():
     return weights, MEAN_PIXEL
 
 
+@pytest.fixture(scope="module")
+def narrow_paper_vgg():
+    """The same at the narrow widths."""
+    weights = vgg19_kernels(seed=0, widths=NARROW)
+    weights.update(vgg19_fc_weights(seed=0, density=1.0, widths=NARROW))
+    return weights, MEAN_PIXEL
+
+
 # ---- fc6 and fc7 from the .mat ------------------------------------------------------------------
 
 def _matconvnet_cell(kernel_whio, bias):
@@ -41,40 +49,43 @@ def _matconvnet_cell(kernel_whio, bias):
 
 
 def test_fc6_and_fc7_are_read_as_width_height_and_transposed(tmp_path):
-    # Known values at a few places of MatConvNet's [width, height, in, out], zeros elsewhere.
+    # Known values at a few places of MatConvNet's [width, height, in, out], zeros elsewhere;
+    # in a .mat of the narrow widths (VGG-19's are [7, 7, 512, 4096] and [1, 1, 4096, 4096]).
+    channels, outputs = NARROW.blocks[-1], NARROW.fc
     zero_convs = {name: (np.zeros(shape, np.float32), np.zeros(shape[3], np.float32))
-                  for name, shape in vgg_weights.VGG19_CONV_SHAPES}
+                  for name, shape in vgg_weights.conv_shapes(NARROW)}
     layers = layer_structs(zero_convs)
-    fc6 = np.zeros((7, 7, 512, 4096), np.float32)  # [x, y, in, out]
-    places6 = [(0, 6, 0, 0), (1, 4, 10, 7), (6, 0, 511, 4095), (3, 2, 100, 33)]
+    fc6 = np.zeros((7, 7, channels, outputs), np.float32)  # [x, y, in, out]
+    places6 = [(0, 6, 0, 0), (1, 4, 10, 7), (6, 0, channels - 1, outputs - 1), (3, 2, 50, 33)]
     for i, place in enumerate(places6):
         fc6[place] = i + 1.5
-    fc7 = np.zeros((1, 1, 4096, 4096), np.float32)
-    fc7[0, 0, 5, 9], fc7[0, 0, 4095, 0] = -2.0, 3.0
-    bias6, bias7 = np.arange(4096, dtype=np.float32), -np.arange(4096, dtype=np.float32)
+    fc7 = np.zeros((1, 1, outputs, outputs), np.float32)
+    fc7[0, 0, 5, 9], fc7[0, 0, outputs - 1, 0] = -2.0, 3.0
+    bias6 = np.arange(outputs, dtype=np.float32)
+    bias7 = -np.arange(outputs, dtype=np.float32)
     for layer in layers:
         if layer["name"] == "fc6":
             layer["weights"] = _matconvnet_cell(fc6, bias6)
         elif layer["name"] == "fc7":
             layer["weights"] = _matconvnet_cell(fc7, bias7)
     path = str(tmp_path / "known.mat")
-    write_vgg19_mat(path, kernels=zero_convs, layers=layers, compress=True)
+    write_vgg19_mat(path, kernels=zero_convs, layers=layers, widths=NARROW)
 
     loaded = vgg_weights.load_vgg19_fc(vgg_weights.load_mat(path), path)
     kernel6, b6 = loaded["fc6"]
-    assert kernel6.shape == (7, 7, 512, 4096) and kernel6.dtype == np.float32
+    assert kernel6.shape == (7, 7, channels, outputs) and kernel6.dtype == np.float32
     for i, (x, y, c, k) in enumerate(places6):
         assert kernel6[y, x, c, k] == i + 1.5  # TensorFlow's [height, width, in, out]
     assert np.count_nonzero(kernel6) == len(places6)
     kernel7, b7 = loaded["fc7"]
-    assert kernel7[0, 0, 5, 9] == -2.0 and kernel7[0, 0, 4095, 0] == 3.0
+    assert kernel7[0, 0, 5, 9] == -2.0 and kernel7[0, 0, outputs - 1, 0] == 3.0
     assert np.count_nonzero(kernel7) == 2
     np.testing.assert_array_equal(b6, bias6)
     np.testing.assert_array_equal(b7, bias7)
 
-    # fc6 on a 7x7x512 map as the network computes it: its centre output is VGG's fully
+    # fc6 on a 7x7 pool5 map as the network computes it: its centre output is VGG's fully
     # connected layer, sum over y, x of map[y, x] . fc6[x, y] read in MatConvNet's layout.
-    pool5 = np.random.RandomState(0).standard_normal((1, 7, 7, 512)).astype(np.float32)
+    pool5 = np.random.RandomState(0).standard_normal((1, 7, 7, channels)).astype(np.float32)
     expected = sum(pool5[0, y, x] @ fc6[x, y] for y in range(7) for x in range(7)) + bias6
     with tf.Graph().as_default(), tf.Session() as sess:
         got = sess.run(utils.conv2d_as_matmul(tf.constant(pool5), tf.constant(kernel6),
@@ -178,13 +189,14 @@ def test_variable_names_follow_the_paper_and_none_is_the_references():
     assert not any("upscore8" in name for name in got)  # the x8 is no variable
 
 
-def test_x8_stays_fixed_while_the_x2_layers_learn(paper_vgg):
+def test_x8_stays_fixed_while_the_x2_layers_learn(narrow_paper_vgg):
     rng = np.random.RandomState(3)
     images = rng.uniform(0, 255, (2, 64, 64, 3))
     labels = rng.randint(0, 5, (2, 64, 64, 1))
     with tf.Graph().as_default() as graph:
         tf.set_random_seed(0)
-        model = network.Model(paper_vgg, True, classes=FIVE, variant="paper")
+        model = network.Model(narrow_paper_vgg, True, classes=FIVE, variant="paper",
+                              widths=NARROW)
         assert model.training_keep_probability == 0.5
         variables = {v.op.name: v for v in tf.global_variables()}
         upscore2, upscore_pool4 = variables["paper/upscore2_w"], variables["paper/upscore_pool4_w"]
@@ -317,9 +329,9 @@ def toy_data(module_tmp):
 
 
 @pytest.mark.slow
-def test_the_paper_variant_learns_the_toy_scenes(toy_data, paper_model_dir, tmp_path):
+def test_the_paper_variant_learns_the_toy_scenes(toy_data, full_paper_model_dir, tmp_path):
     logs = str(tmp_path / "logs")
-    common = ["--variant=paper", "--data_dir=" + toy_data, "--model_dir=" + paper_model_dir,
+    common = ["--variant=paper", "--data_dir=" + toy_data, "--model_dir=" + full_paper_model_dir,
               "--logs_dir=" + logs, "--image_size=64", "--batch_size=4"]
     out = run_fcn("--mode=train", "--max_iterations=%d" % STEPS, "--log_every=20",
                   "--save_every=%d" % STEPS, *common)

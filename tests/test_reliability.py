@@ -1,14 +1,15 @@
 """Reliability and security of a long training run: killed at any moment, stopped by a signal, a
 non-finite loss, a second run on the same logs_dir, bad data found before or during training,
-faults while downloading VGG-19, bad command lines, and no tar extraction without the data filter.
+faults while downloading VGG-19, bad command lines.
 
 What other files already try is not repeated here: the dataset download's faults, zip entries
 leaving their folder and the JSON record cache in test_dataset_download.py and
 test_read_dataset.py; bad labels, sizes and unreadable files in the reader in
 test_batch_reader.py; bad flags and modes without a checkpoint in test_modes.py.
 
-The training runs are real `python FCN.py --mode=train` processes at 64x64, batch 2; the kill
-points are chosen by watching their output and their logs_dir, not by timing.
+The kill sequence's runs are real `python FCN.py --mode=train` processes of the narrow network
+at 256x256, batch 2 (slow tier); the kill points are chosen by watching their output and their
+logs_dir, not by timing.
 """
 import glob
 import os
@@ -35,7 +36,8 @@ from guards import FCNError
 from tests.local_server import LocalServer, closed_port_url
 from tests.make_dataset import make_scene_dataset
 from tests.make_vgg_mat import write_conv_layers_mat
-from tests.project import FCN_PY, SMALL, fcn_main, project_sources, run_fcn
+from tests.make_vgg_mat import NARROW
+from tests.project import FCN_PY, SMALL, fcn_main, main_in_this_process, run_fcn
 
 VGG_NAME = vgg_weights.VGG19_FILE_NAME
 ZIP_NAME = "ADEChallengeData2016.zip"
@@ -182,8 +184,10 @@ def kill_sequence(module_tmp, dirs):
     Each stage records the output and the state of logs_dir; the tests below look at them.
     """
     logs = str(module_tmp("kill_sequence"))
-    common = SMALL + dirs + ["--logs_dir=" + logs, "--max_iterations=1000", "--save_every=2",
-                             "--log_every=1"]
+    # The narrow network at 256x256: steps of a few tenths of a second, so that a signal sent
+    # when a step's line appears lands before the step after it ends.
+    common = ["--image_size=256", "--batch_size=2"] + dirs + [
+        "--logs_dir=" + logs, "--max_iterations=1000", "--save_every=2", "--log_every=1"]
     stages, runs = {}, []
 
     def start():
@@ -203,8 +207,8 @@ def kill_sequence(module_tmp, dirs):
 
         run = start()
         run.wait_for(r"step 1 loss")
-        second = subprocess.run([sys.executable, FCN_PY, "--mode=train"] + common,
-                                capture_output=True, text=True, timeout=HANG)
+        # Another process on the same logs_dir: this one, which starts in no time.
+        second_rc, second_out = main_in_this_process("--mode=train", *common)
         first_alive = run.proc.poll() is None
         lock_while_running = lock_owner(logs)
         run.wait_for(r"step 2 validation loss .* saved")
@@ -217,8 +221,7 @@ def kill_sequence(module_tmp, dirs):
             time.sleep(0.005)
         stages["during_save"] = snapshot(
             run, run.kill(), in_save=in_save, first_alive=first_alive,
-            lock_while_running=lock_while_running, second_rc=second.returncode,
-            second_out=second.stdout + second.stderr)
+            lock_while_running=lock_while_running, second_rc=second_rc, second_out=second_out)
 
         for name, sig in (("sigint", signal.SIGINT), ("sigterm", signal.SIGTERM)):
             run = start()
@@ -241,7 +244,8 @@ def kill_sequence(module_tmp, dirs):
         # Every checkpoint still listed restores into the network in a fresh graph.
         restored_steps = []
         with tf.Graph().as_default():
-            model = network.Model((None, vgg_weights.VGG19_MEAN_PIXEL), training=True)
+            model = network.Model((None, vgg_weights.VGG19_MEAN_PIXEL), training=True,
+                                  widths=NARROW)
             saver = tf.train.Saver(model.saveable)
             with tf.Session() as sess:
                 for path in listed_checkpoints(logs):
@@ -256,6 +260,7 @@ def kill_sequence(module_tmp, dirs):
         shutil.rmtree(logs, ignore_errors=True)  # gigabytes of checkpoints
 
 
+@pytest.mark.slow
 def test_sigkill_mid_step_leaves_a_stale_lock_that_the_next_run_takes_over(kill_sequence):
     first, second = kill_sequence["mid_step"], kill_sequence["during_save"]
     assert first["rc"] == -signal.SIGKILL
@@ -266,6 +271,7 @@ def test_sigkill_mid_step_leaves_a_stale_lock_that_the_next_run_takes_over(kill_
     assert second["lock_while_running"] == second["pid"]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_logs_dir_is_refused(kill_sequence):
     stage = kill_sequence["during_save"]
     assert stage["first_alive"]  # refused while the first one trained
@@ -278,6 +284,7 @@ def test_a_second_run_on_the_same_logs_dir_is_refused(kill_sequence):
     assert "step 4 loss" in stage["out"]
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_keeps_the_older_checkpoints(kill_sequence):
     stage = kill_sequence["during_save"]
     assert stage["rc"] == -signal.SIGKILL
@@ -296,6 +303,7 @@ def test_sigkill_during_a_save_keeps_the_older_checkpoints(kill_sequence):
     assert resumed["partial"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sigint", "sigterm"])
 def test_sigint_and_sigterm_save_the_current_step_and_exit_cleanly(kill_sequence, name):
     stage = kill_sequence[name]
@@ -312,6 +320,7 @@ def test_sigint_and_sigterm_save_the_current_step_and_exit_cleanly(kill_sequence
     assert stage["lock"] is None and "Traceback" not in stage["out"]
 
 
+@pytest.mark.slow
 def test_each_run_resumes_from_the_newest_complete_checkpoint(kill_sequence):
     sigint, sigterm, after_save = (kill_sequence[n] for n in ("sigint", "sigterm", "after_save"))
     assert sigterm["restored"] == sigint["steps"][-1]
@@ -322,6 +331,7 @@ def test_each_run_resumes_from_the_newest_complete_checkpoint(kill_sequence):
         in kill_sequence["nan"]["out"]
 
 
+@pytest.mark.slow
 def test_checkpoints_stay_listed_across_restarts_and_all_restore(kill_sequence):
     # A run's saver continues the list of the run before it: what a restart left stays listed
     # (and max_to_keep counts it), instead of being forgotten on disk.
@@ -333,6 +343,7 @@ def test_checkpoints_stay_listed_across_restarts_and_all_restore(kill_sequence):
     assert kill_sequence["restored_steps"] == [checkpoints.step_from_checkpoint_name(p) for p in listed]
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(kill_sequence):
     stage = kill_sequence["nan"]
     lines = error_lines(stage["out"])
@@ -545,20 +556,3 @@ def test_a_truncated_dataset_zip_is_refused_removed_and_the_next_call_recovers(s
     assert os.listdir(data_dir) == []
     training, validation = scene.read_dataset(data_dir, data_url=server("good", ZIP_NAME))
     assert (len(training), len(validation)) == (24, 8)
-
-
-# ---- archives ----------------------------------------------------------------------------------
-
-def test_any_tar_extraction_uses_the_data_filter():
-    """The project extracts no tar today (the dataset is a zip); should one come, it must pass
-    filter="data", which refuses absolute paths, '..', links out of the folder and devices."""
-    offenders = []
-    for path in project_sources(but=__file__):
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
-        if re.search(r"\btarfile\b|unpack_archive", source):
-            calls = re.findall(r"\.(?:extractall|extract|unpack_archive)\(([^)]*)\)", source)
-            if not calls or any("filter=\"data\"" not in c and "filter='data'" not in c
-                                for c in calls):
-                offenders.append(os.path.basename(path))
-    assert offenders == []

@@ -13,6 +13,7 @@ import BatchDatsetReader as reader
 import evaluation
 import network
 import vgg_weights
+from tests.make_vgg_mat import NARROW
 from tests.project import SMALL, run_fcn
 
 
@@ -99,6 +100,36 @@ def _validation_scalars(logs):
     return found
 
 
+def mean_iou_ceiling(class_pixels, pixel_accuracy):
+    """The largest mean IoU any prediction can have on labels of these per-class pixel counts
+    (the confusion matrix's row totals) at this pixel accuracy: IoU_k <= TP_k / n_k, the TPs
+    sum to pixel_accuracy x the pixels, each TP_k <= n_k, and the mean is over at least the
+    classes present; the sum of TP_k / n_k is largest with the smallest classes filled first."""
+    counts = sorted(n for n in class_pixels if n > 0)
+    left, total = pixel_accuracy * sum(counts), 0.0
+    for n in counts:
+        taken = min(n, left)
+        total, left = total + taken / n, left - taken
+    return total / len(counts)
+
+
+def test_the_mean_iou_ceiling_by_hand():
+    # Rows of 1, 3 and 6 pixels: 40% accuracy (4 pixels) fills the 1 and the 3: (1 + 1 + 0) / 3.
+    assert mean_iou_ceiling([6, 0, 1, 3], 0.4) == pytest.approx(2 / 3)
+    assert mean_iou_ceiling([6, 1, 3], 0.0) == 0.0 and mean_iou_ceiling([6, 1, 3], 1.0) == 1.0
+    # 50%: the 1 and the 3 full, and 1 of the 6 pixels.
+    assert mean_iou_ceiling([6, 1, 3], 0.5) == pytest.approx((1 + 1 + 1 / 6) / 3)
+
+
+def validation_subset(scene_data, count):
+    """The records of the documented subset: the first count of default_rng(SUBSET_SEED)'s
+    permutation of the validation split."""
+    import read_MITSceneParsingData as scene
+    _, valid_records = scene.read_dataset(scene_data)
+    order = np.random.default_rng(evaluation.SUBSET_SEED).permutation(len(valid_records))
+    return [valid_records[int(k)] for k in order[:count]]
+
+
 @pytest.fixture(scope="module")
 def scored_run(module_tmp, dirs):
     logs = str(module_tmp("logs-scored"))
@@ -107,15 +138,22 @@ def scored_run(module_tmp, dirs):
     return logs, out
 
 
-def test_each_checkpoint_writes_pixel_accuracy_and_mean_iou(scored_run):
+def test_each_checkpoint_writes_pixel_accuracy_and_mean_iou(scored_run, scene_data):
     logs, out = scored_run
     scalars = _validation_scalars(logs)
+    # The subset's labelled pixels per class (ADE20K's protocol: 0 ignored), the confusion
+    # matrix's row totals, whatever the network predicted.
+    labels = np.concatenate([np.asarray(Image.open(r["annotation"])).ravel()
+                             for r in validation_subset(scene_data, 3)])
+    class_pixels = np.bincount(labels[labels != 0], minlength=151)
     for step in (2, 4):
         # The one-batch loss keeps its tag (the graph names it "entropy_2": "entropy" is taken).
         loss_tag, = set(scalars[step]) - {"pixel_accuracy", "mean_iou"}
         assert loss_tag.startswith("entropy") and len(scalars[step]) == 3, scalars
-        assert 0.0 <= scalars[step]["pixel_accuracy"] <= 1.0
-        assert 0.0 <= scalars[step]["mean_iou"] <= scalars[step]["pixel_accuracy"] + 1.0
+        accuracy, mean_iou = scalars[step]["pixel_accuracy"], scalars[step]["mean_iou"]
+        assert 0.0 <= accuracy <= 1.0
+        assert 0.0 <= mean_iou <= mean_iou_ceiling(class_pixels, accuracy) + 1e-6
+        assert (mean_iou > 0) == (accuracy > 0)  # a class with a true pixel has IoU > 0
         line = re.search(r"step %d validation loss ([\d.]+) pixel accuracy ([\d.]+)%% mean IoU "
                          r"([\d.]+)%% \(3 images, [\d.]+ s\) saved" % step, out)
         assert line, out[-3000:]
@@ -144,16 +182,12 @@ def _numpy_scores(truths, predictions, num_classes, ignore):
 def test_the_scalars_are_those_of_the_checkpoint_on_the_subset_computed_here(scored_run,
                                                                             scene_data):
     import datasets
-    import read_MITSceneParsingData as scene
     logs, _ = scored_run
-    _, valid_records = scene.read_dataset(scene_data)
-    # The documented subset: the first 3 of default_rng(SUBSET_SEED)'s permutation.
-    order = np.random.default_rng(evaluation.SUBSET_SEED).permutation(len(valid_records))[:3]
-    subset = [valid_records[int(k)] for k in order]
+    subset = validation_subset(scene_data, 3)
     classes = datasets.class_info(datasets.ADE20K, ["c%d" % k for k in range(151)])
     with tf.Graph().as_default():
         model = network.Model((None, vgg_weights.VGG19_MEAN_PIXEL), training=False,
-                              classes=classes)
+                              classes=classes, widths=NARROW)
         with tf.Session() as sess:
             tf.train.Saver(model.saveable).restore(sess, os.path.join(logs, "model.ckpt-4"))
             truths, predictions = [], []

@@ -12,8 +12,8 @@ import tensorflow.compat.v1 as tf
 import FCN
 import vgg_weights
 from guards import FCNError
-from tests.make_vgg_mat import (MEAN_PIXEL, layer_structs, vgg19_kernels, write_conv_layers_mat,
-                                 write_vgg19_mat)
+from tests.make_vgg_mat import (MEAN_PIXEL, NARROW, layer_structs, vgg19_kernels,
+                                write_conv_layers_mat, write_vgg19_mat)
 
 
 def numpy_conv_same_from_matconvnet(image, kernel_whio, bias):
@@ -157,3 +157,39 @@ def test_a_download_error_names_the_url_and_leaves_nothing(tmp_path, mat_server)
     with pytest.raises(FCNError, match=r"missing\.mat failed: HTTP 404"):
         vgg_weights.get_model_data(str(tmp_path), url)
     assert os.listdir(str(tmp_path)) == []
+
+
+# ---- other widths: the tests' narrow VGG-19 -----------------------------------------------------
+
+def test_a_mat_declaring_its_widths_is_read_and_checked_at_them(tmp_path):
+    path = str(tmp_path / "narrow.mat")
+    written = write_vgg19_mat(path, widths=NARROW)
+    mat = vgg_weights.load_mat(path)
+    assert vgg_weights.declared_widths(mat, path) == NARROW
+    weights, _ = vgg_weights.load_vgg19(mat, path)
+    assert weights["conv1_1"][0].shape == (3, 3, 3, 8)
+    assert weights["conv5_4"][0].shape == (3, 3, 64, 64)
+    for name, (kernel, bias) in written.items():
+        np.testing.assert_array_equal(weights[name][0], kernel)
+        np.testing.assert_array_equal(weights[name][1], bias)
+    # MatConvNet's files declare nothing: VGG-19's own widths.
+    assert vgg_weights.declared_widths({}) == vgg_weights.VGG19_WIDTHS
+
+
+def test_a_layer_that_does_not_fit_the_declared_widths_is_refused(tmp_path):
+    kernels = vgg19_kernels(widths=NARROW)
+    kernels["conv3_2"] = (np.zeros((3, 3, 32, 40), np.float32), np.zeros(40, np.float32))
+    path = str(tmp_path / "odd.mat")
+    write_vgg19_mat(path, kernels=kernels, widths=NARROW)
+    with pytest.raises(FCNError, match=r"layer conv3_2 has kernel \(3, 3, 32, 40\) .*expected "
+                                       r"\(3, 3, 32, 32\)"):
+        vgg_weights.load_vgg19(vgg_weights.load_mat(path), path)
+
+
+@pytest.mark.parametrize("declared", [[8, 16, 32, 64, 64], [8, 16, 32, 64, 0, 64],
+                                      [8, 16, 32.5, 64, 64, 64]])
+def test_a_declaration_that_is_not_six_widths_is_refused(tmp_path, declared):
+    path = str(tmp_path / "declared.mat")
+    scipy.io.savemat(path, {vgg_weights.WIDTHS_VARIABLE: np.array([declared], np.float64)})
+    with pytest.raises(FCNError, match=r"declares fcn_widths = .*not six positive widths"):
+        vgg_weights.declared_widths(vgg_weights.load_mat(path), path)
