@@ -391,14 +391,18 @@ class BatchDatset:
         self.last_batch_records = records
         return images, annotations
 
-    def get_random_batch(self, batch_size):
-        """A batch of records drawn at random (without repeats while batch_size <= the number of
-        records) from the reader's own seeded generator; the epoch order is left as it is."""
-        self._check_open()
+    def random_batch_indexes(self, batch_size):
+        """The indexes of batch_size records drawn at random (without repeats while batch_size
+        <= the number of records) from the reader's own seeded generator."""
         batch_size = self._check_batch_size(batch_size)
         n = len(self.records)
-        indexes = self._random.choice(n, size=batch_size, replace=batch_size > n)
-        order = np.arange(n)
+        return [int(k) for k in self._random.choice(n, size=batch_size, replace=batch_size > n)]
+
+    def get_random_batch(self, batch_size):
+        """The batch of random_batch_indexes(batch_size); the epoch order is left as it is."""
+        self._check_open()
+        indexes = self.random_batch_indexes(batch_size)
+        order = np.arange(len(self.records))
         futures = [self._resources.pool.submit(load_readable, self.records, order, int(index),
                                                self.image_options, self._unreadable)
                    for index in indexes]

@@ -24,7 +24,11 @@ import random
 import sys
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter off; errors stay
+# TensorFlow's C++ log lines below ERROR are off; a program run also holds back its ERROR lines
+# (oneDNN's "E0000 ... only on platforms with AVX-512"), which --verbose shows. A level set in
+# the environment is kept.
+LOG_LEVEL_SET = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402  (none of these imports TensorFlow)
 
@@ -32,6 +36,7 @@ import command_line  # noqa: E402
 import datasets  # noqa: E402
 import distribute  # noqa: E402
 import guards  # noqa: E402
+import multi_scale  # noqa: E402
 import quiet_tensorflow  # noqa: E402
 import run_settings  # noqa: E402
 import tiles  # noqa: E402
@@ -44,78 +49,87 @@ FLAGS = flags.FlagValues()
 DEFINE_string, DEFINE_integer, DEFINE_float, DEFINE_bool = command_line.definers(FLAGS)
 
 # ---- what to run ----
-DEFINE_string("mode", "train", "train, visualize, validate, predict or export")
-DEFINE_bool("debug", False, "add activation, gradient and variable histograms (train)")
-DEFINE_bool("verbose", False, "show TensorFlow's own start-up messages, logs and deprecation "
-            "warnings (hidden by default)")
+DEFINE_string("mode", "train", "What to run: train, visualize, validate, predict or export.")
+DEFINE_bool("debug", False, "Train: add activation, gradient and variable histograms to "
+            "TensorBoard.")
+DEFINE_bool("verbose", False, "Show TensorFlow's own start-up messages, log lines and "
+            "deprecation warnings, hidden by default.")
 # ---- folders ----
-DEFINE_string("logs_dir", "logs/", "checkpoints, summaries, settings and outputs")
-DEFINE_string("data_dir", "", "dataset folder (default: Data_zoo/MIT_SceneParsing/ for ade20k, "
-              "Data_zoo/PascalVOC/ for voc; ade20k and voc are downloaded into it when "
-              "missing); required for folder")
-DEFINE_string("model_dir", "Model_zoo/",
-              "where %s is kept (downloaded when missing)" % vgg_weights.VGG19_FILE_NAME)
+DEFINE_string("logs_dir", "logs/", "The run's folder: checkpoints, summaries, settings, and what "
+              "visualize and validate write.")
+DEFINE_string("data_dir", "", "The dataset's folder. By default Data_zoo/MIT_SceneParsing/ for "
+              "ade20k and Data_zoo/PascalVOC/ for voc, which are downloaded into it when "
+              "missing; required for folder.")
+DEFINE_string("model_dir", "Model_zoo/", "Where %s is kept; it is downloaded there when "
+              "missing." % vgg_weights.VGG19_FILE_NAME)
 # ---- the data ----
-DEFINE_string("dataset", ADE20K.name,
-              "ade20k (MIT Scene Parsing, the reference's), voc (PASCAL VOC 2012) or folder "
-              "(your own: images/, annotations/, classes.txt in --data_dir)")
-DEFINE_integer("ignore_label", None,
-               "pixels with this label count in neither the loss nor the metrics (default: 255 "
-               "for voc and folder; for ade20k the loss trains on 0, 'other', and the metrics "
-               "ignore it)")
-DEFINE_string("init_from", "",
-              "train: start a new run from another model's weights (a checkpoint prefix or its "
-              "folder): every variable whose name and shape match is restored, the others start "
-              "fresh")
+DEFINE_string("dataset", ADE20K.name, "ade20k (MIT Scene Parsing, the reference's), voc (PASCAL "
+              "VOC 2012) or folder (your own: images/, annotations/ and classes.txt in "
+              "--data_dir).")
+DEFINE_integer("ignore_label", None, "Pixels with this label count in neither the loss nor the "
+               "metrics. By default 255 for voc and folder; for ade20k the loss trains on 0 "
+               "('other') and the metrics ignore it.")
+DEFINE_string("init_from", "", "Train: start a new run from another model's weights, a "
+              "checkpoint prefix or its folder. Every variable whose name and shape match is "
+              "restored; the others start fresh.")
 # ---- training ----
-DEFINE_integer("batch_size", 10, "images per step (the reference used 2)")
-DEFINE_float("learning_rate", 1e-4, "Adam's learning rate")
-DEFINE_integer("image_size", 224, "images are resized to this square size; a multiple of 32 "
-               "(predict without --resize keeps each image's size)")
-DEFINE_string("interpolation", "nearest", "how images are resized to --image_size: nearest (the "
-              "reference's) or bilinear; annotations are always resized by nearest neighbour")
-DEFINE_integer("max_iterations", 100001,
-               "stop when the global step reaches this (the reference's MAX_ITERATION)")
-DEFINE_integer("log_every", 10, "steps between log lines and training summaries")
-DEFINE_integer("save_every", 500, "steps between checkpoints and validation losses")
-DEFINE_integer("validation_images", 200,
-               "train: at every checkpoint, the pixel accuracy and mean IoU of this many "
-               "validation images (a fixed subset), scored as --mode=validate scores; 0: off")
-DEFINE_integer("seed", 0, "seed for Python, NumPy, TensorFlow and the batch order")
-DEFINE_string("precision", "fp32", "fp32, or bf16: layers computed in bfloat16, variables, "
-              "optimizer and loss in float32 (checkpoints interchangeable)")
-DEFINE_string("variant", "reference",
-              "reference (the faithful port, its checkpoints) or paper (FCN-8s as the paper "
-              "defines it); the checkpoints of one do not fit the other")
+DEFINE_integer("batch_size", 10, "Images per step (the reference used 2).")
+DEFINE_float("learning_rate", 1e-4, "Adam's learning rate.")
+DEFINE_integer("image_size", 224, "The square size images are resized to, a multiple of 32 "
+               "(predict without --resize keeps each image's size).")
+DEFINE_string("interpolation", "nearest", "How images are resized to --image_size: nearest (the "
+              "reference's) or bilinear. Annotations are always resized by nearest neighbour.")
+DEFINE_integer("max_iterations", 100001, "Training stops when the global step reaches this (the "
+               "reference's MAX_ITERATION).")
+DEFINE_integer("log_every", 10, "Steps between log lines and training summaries.")
+DEFINE_integer("save_every", 500, "Steps between checkpoints and validation losses.")
+DEFINE_integer("validation_images", 200, "Train: at every checkpoint, the pixel accuracy and "
+               "mean IoU of this many validation images (a fixed subset), scored as "
+               "--mode=validate scores; 0 turns it off.")
+DEFINE_integer("seed", 0, "The seed of Python, NumPy, TensorFlow and the batch order.")
+DEFINE_string("precision", "fp32", "fp32, or bf16: the layers computed in bfloat16, the "
+              "variables, optimizer and loss in float32 (the checkpoints are the same).")
+DEFINE_string("variant", "reference", "reference (the faithful port, its checkpoints) or paper "
+              "(FCN-8s as the paper defines it); the checkpoints of one do not fit the other.")
 # ---- several devices or machines ----
-DEFINE_string("distribute", "none",
-              "train on: none (one device, the default), mirrored (this machine's GPUs, or "
-              "--devices) or multi_worker (the machines TF_CONFIG lists)")
-DEFINE_string("devices", "", "mirrored: the devices, e.g. GPU:0,GPU:1 (default: every visible "
-              "GPU, else the CPU); CPU:0,CPU:1 splits the CPU, to try it out")
-DEFINE_string("all_reduce", "auto",
-              "how the replicas' gradients are summed: auto, nccl (GPUs) or ring")
-DEFINE_integer("worker_timeout", 600, "multi_worker: seconds a step waits for the other workers "
-               "before every worker stops")
+DEFINE_string("distribute", "none", "Train on none (one device, the default), mirrored (this "
+              "machine's GPUs, or --devices) or multi_worker (the machines TF_CONFIG lists).")
+DEFINE_string("devices", "", "Mirrored: the devices, e.g. GPU:0,GPU:1; by default every visible "
+              "GPU, else the CPU. CPU:0,CPU:1 splits the CPU, to try it out.")
+DEFINE_string("all_reduce", "auto", "How the replicas' gradients are summed: auto, nccl (GPUs) "
+              "or ring.")
+DEFINE_integer("worker_timeout", 600, "Multi_worker: the seconds a step waits for the other "
+               "workers before every worker stops.")
 # ---- predict ----
-DEFINE_string("image", "", "predict: an image file or a folder of images")
-DEFINE_bool("resize", False, "predict at --image_size and resize the labels back, instead of at "
-            "each image's own size")
-DEFINE_string("output_dir", "", "predict: where results go (default <logs_dir>/predictions)")
-DEFINE_integer("tile_size", 512, "predict: images larger than this are predicted in square "
-               "tiles of this size (a multiple of 32), in memory bounded by it; 0: each image "
-               "whole")
-DEFINE_integer("tile_overlap", 256, "predict: pixels that neighbouring tiles share; each keeps "
-               "the labels of its half, away from its borders")
-DEFINE_integer("max_size", 0, "predict: downscale an image whose longer side exceeds this "
-               "first, and its labels back up (0: off)")
+DEFINE_string("image", "", "Predict: an image file or a folder of images.")
+DEFINE_bool("resize", False, "Predict at --image_size and resize the labels back, instead of at "
+            "each image's own size.")
+DEFINE_string("output_dir", "", "Where visualize, validate and predict write: by default "
+              "--logs_dir, and <logs_dir>/predictions for predict. With it, --logs_dir may be "
+              "read-only.")
+DEFINE_integer("tile_size", 512, "Predict: each image goes through the network stage by stage, "
+               "in tiles of this side (a multiple of 32; the deeper stages' are larger) that "
+               "bound the memory, and the labels equal one pass over the whole image. 0: each "
+               "image in one pass, in memory that grows with the image.")
+DEFINE_integer("tile_overlap", None, "No longer used: predict's tiles carry exactly the context "
+               "each stage needs. Refused when given.")
+DEFINE_integer("max_size", 0, "Predict: an image whose longer side exceeds this is downscaled "
+               "to it first, and its labels resized back; 0 turns it off.")
+# ---- evaluation ----
+DEFINE_string("eval_scales", "", "Visualize, validate and predict: run each image at these "
+              "scale factors of its own size, e.g. 1.0 (each image at its size) or "
+              "0.5,0.75,1.0,1.25,1.5,1.75, and average the class probabilities at its size. By "
+              "default visualize and validate resize each image to --image_size squared, as the "
+              "reference did, and predict runs it at its own size.")
+DEFINE_bool("eval_flip", False, "With --eval_scales: also run each image mirrored, and average "
+            "its probabilities in.")
 # ---- export (export_model.py) ----
-DEFINE_string("export_dir", "", "export: where the numbered versions go (default "
-              "<logs_dir>/export)")
-DEFINE_string("export_format", "saved_model", "export: a comma-separated list of saved_model, "
-              "tflite, tflite_fp16, tflite_int8, onnx")
-DEFINE_string("export_image_size", "", "export: HxW baked into the model's input (default: any "
-              "size)")
+DEFINE_string("export_dir", "", "Export: where the numbered versions go; by default "
+              "<logs_dir>/export.")
+DEFINE_string("export_format", "saved_model", "Export: a comma-separated list of saved_model, "
+              "tflite, tflite_fp16, tflite_int8 and onnx.")
+DEFINE_string("export_image_size", "", "Export: HxW baked into the model's input; by default any "
+              "size.")
 
 PROGRAM = "FCN.py"
 MODES = ("train", "visualize", "validate", "predict", "export")
@@ -135,6 +149,11 @@ def parse_command_line(argv):
     FLAGS take the values, so that the reference API's arguments left None read them."""
     command_line.parse(argv, FLAGS, PROGRAM, defined_in=os.path.abspath(__file__))
     return current_settings()
+
+
+def given_on_command_line():
+    """The names of the flags the parsed command line gave."""
+    return {name for name in FLAGS if FLAGS[name].present}
 
 
 def current_settings():
@@ -175,6 +194,10 @@ def check_settings(settings):
                        % settings.validation_images)
     if settings.mode == "predict":
         check_predict_settings(settings)
+    multi_scale.parse_scales(settings.eval_scales)
+    if settings.eval_flip and not settings.eval_scales:
+        raise FCNError("--eval_flip goes with --eval_scales (e.g. --eval_scales=1.0 for each "
+                       "image at its own size, mirrored too)")
     if settings.dataset not in datasets.DATASETS:
         raise FCNError("--dataset=%s: use one of %s"
                        % (settings.dataset, ", ".join(datasets.DATASETS)))
@@ -191,7 +214,11 @@ def check_settings(settings):
 def check_predict_settings(settings):
     if not settings.image:
         raise FCNError("--mode=predict needs --image=PATH (an image file or a folder)")
-    problem = tiles.tiling_problem(settings.tile_size, settings.tile_overlap)
+    if settings.tile_overlap is not None:
+        raise FCNError("--tile_overlap is no longer used: predict's tiles now carry exactly the "
+                       "context each stage of the network needs, so the labels equal a "
+                       "whole-image pass; --tile_size alone sets the tiles (and the memory)")
+    problem = tiles.tiling_problem(settings.tile_size)
     if problem:
         raise FCNError(problem)
     if settings.max_size < 0:
@@ -208,9 +235,11 @@ def with_defaults(settings):
 
 def answer_before_tensorflow(argv):
     """--help, and a command line that cannot work, answered before TensorFlow's import (seconds
-    long): the help printed, or the one-line error and exit code 2."""
+    long): the help printed, or the one-line error and exit code 2. Returns the settings."""
     try:
-        check_settings(parse_command_line(argv))
+        settings = parse_command_line(argv)
+        check_settings(settings)
+        return settings
     except command_line.HelpRequest as e:
         print_help(e.args[0])
         sys.exit(0)
@@ -231,7 +260,8 @@ def print_help(text):
 
 
 if __name__ == "__main__":
-    answer_before_tensorflow(sys.argv)
+    if not answer_before_tensorflow(sys.argv).verbose and not LOG_LEVEL_SET:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     # TensorFlow's import writes to fd 2 what no log level stops: held back, and replayed with
     # --verbose. Ctrl-C meanwhile: one line.
     with guards.ctrl_c_exits(PROGRAM):
@@ -319,7 +349,6 @@ def run(settings):
     if warning:
         print(warning)
     print("Settings: " + ", ".join("%s=%s" % item for item in sorted(settings.as_dict().items())))
-    guards.ensure_writable_dir(settings.logs_dir, "logs_dir")
     modes = {"train": training.run_train, "visualize": predicting.run_visualize,
              "validate": predicting.run_validate, "predict": predicting.run_predict,
              "export": export_model.run_export}
@@ -334,6 +363,10 @@ def main(argv=None):
         try:
             settings = parse_command_line(sys.argv if argv is None else argv)
             show_tensorflow_messages(settings.verbose)
+            if settings.mode != "train":  # how the model in --logs_dir was trained
+                settings, lines = run_settings.with_recorded(settings, given_on_command_line())
+                for line in lines:
+                    print(line)
             run(settings)
         except command_line.HelpRequest as e:
             print_help(e.args[0])

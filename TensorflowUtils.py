@@ -173,8 +173,10 @@ def bilinear_upsample(x, factor):
     n, h, w, c = shape[0], shape[1], shape[2], shape[3]
     planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), tf.stack([n * c, h, w, 1]))
     kernel = tf.constant(bilinear_kernel(factor, 1), dtype=x.dtype)
-    upsampled = tf.nn.conv2d_transpose(planes, kernel, tf.stack([n * c, factor * h, factor * w, 1]),
-                                       strides=[1, factor, factor, 1], padding="SAME")
+    # As phase convolutions (phase_groups), which give each pixel the same bits whatever the
+    # map's size, so that predict's tiles equal one pass (tiled_network.py);
+    # tf.nn.conv2d_transpose's differ in the last bits from one size to another.
+    upsampled = interleave_phases(phase_groups(planes, kernel, tf.zeros([1], x.dtype), factor))
     upsampled = tf.transpose(tf.reshape(upsampled, tf.stack([n, c, factor * h, factor * w])),
                              [0, 2, 3, 1])
     upsampled.set_shape([None, None, None, channels])
@@ -205,8 +207,10 @@ def phase_groups(x, W, b, stride):
                          "stride, not %dx%d with stride %d" % (side, side, stride))
     half = stride // 2
     # W's rows t = stride*a + half*b + r' with a = 1 - d, b = 1 - g; the same for columns.
-    blocks = tf.reverse(tf.reshape(W, [2, 2, half, 2, 2, half, channels_out, channels_in]),
-                        axis=[0, 1, 3, 4])  # d, g, r', d_col, g_col, r'_col, out, in
+    blocks = tf.reshape(W, [2, 2, half, 2, 2, half, channels_out, channels_in])
+    # One axis at a time: OpenVINO cannot read a ReverseV2 of several axes.
+    for axis in (0, 1, 3, 4):
+        blocks = tf.reverse(blocks, axis=[axis])  # d, g, r', d_col, g_col, r'_col, out, in
     phase_bias = tf.tile(b, [half * half])
     shape = tf.shape(x)
     groups = []

@@ -160,6 +160,9 @@ def latest_checkpoint(logs_dir, refuse_unreadable=False):
 def checkpoint_to_use(logs_dir, purpose=""):
     """latest_checkpoint(logs_dir, refuse_unreadable=True) for a mode that needs one; FCNError
     saying what to do when there is none. purpose, e.g. " to export", ends the first clause."""
+    if not os.path.isdir(logs_dir):
+        raise FCNError("--logs_dir %s does not exist, so there is no checkpoint%s; point it at "
+                       "the folder training wrote" % (logs_dir, purpose))
     checkpoint = latest_checkpoint(logs_dir, refuse_unreadable=True)
     if checkpoint is None:
         raise FCNError("no checkpoint in --logs_dir %s%s; train first (--mode=train) or point "

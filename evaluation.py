@@ -25,27 +25,29 @@ def score(reader, predict, num_classes, ignore_label, batch_size, progress=None)
 
     reader: a BatchDatsetReader.BatchDatset with shuffle and drop_remainder off (every record
     once, in order; images at the reader's size). predict(images, annotations) -> (labels
-    [B,H,W] or [B,H,W,1], each image's loss [B]). Each prediction is resized back (nearest
+    [B,H,W] or [B,H,W,1], each image's loss [B] or None). Each prediction is resized back (nearest
     neighbour) to its annotation's own size, read again from the file, and counted there in the
     confusion matrix (pixels labelled ignore_label count nowhere). progress(done, total), when
     given, is called after each batch.
 
     Returns {'confusion': int64 [num_classes, num_classes], 'num_images', 'loss' (the mean of
-    the images' losses), 'scored' (the file names scored; unreadable records are skipped)}.
+    the images' losses, None without them), 'scored' (the file names scored; unreadable records
+    are skipped)}.
     """
     total = len(reader)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    loss_sum, seen = 0.0, set()
+    loss_sum, seen, with_losses = 0.0, set(), True
     while True:
         images, annotations = reader.next_batch(batch_size)
         batch_records = reader.last_batch_records
         labels, losses = predict(images, annotations)
         labels = np.asarray(labels)
+        with_losses = with_losses and losses is not None
         for k, record in enumerate(batch_records):
             if record["filename"] in seen:  # never twice, whatever the reader hands back
                 continue
             seen.add(record["filename"])
-            loss_sum += float(losses[k])
+            loss_sum += float(losses[k]) if with_losses else 0.0
             truth = image_files.read_annotation(record["annotation"])
             predicted = labels[k].reshape(labels.shape[1:3])
             scored = image_files.resize_label(predicted, *truth.shape)
@@ -55,4 +57,4 @@ def score(reader, predict, num_classes, ignore_label, batch_size, progress=None)
         if reader.batch_offset >= total or reader.epochs_completed > 0:
             break
     return {"confusion": confusion, "num_images": len(seen),
-            "loss": loss_sum / max(len(seen), 1), "scored": seen}
+            "loss": loss_sum / max(len(seen), 1) if with_losses else None, "scored": seen}

@@ -30,9 +30,15 @@ def confusion_matrix(ground_truth, prediction, num_classes,
 def scores(confusion, ignore_label=ADE20K.metric_ignore_label):
     """Every metric of the benchmark from a confusion matrix (every class but ignore_label scored).
 
-    Returns a dict: pixel_accuracy, mean_accuracy, mean_iou, frequency_weighted_iou,
-    benchmark_score, and per_class_iou (a list, None where a class has an empty union and at
-    ignore_label).
+    Returns a dict: pixel_accuracy, mean_accuracy, mean_iou, mean_iou_all_classes,
+    frequency_weighted_iou, benchmark_score, per_class_iou (a list, None where a class has an
+    empty union and at ignore_label) and per_class_accuracy (None where a class has no pixel
+    and at ignore_label).
+
+    Two conventions of mean IoU: mean_iou averages the classes with a non-empty union (they
+    occur in the labels or the predictions; mmsegmentation's, and this project's); CSAIL's
+    ADE20K eval.py averages every scored class, an empty union counting 0 (mean_iou_all_classes).
+    They agree when every class occurs, as in ADE20K's validation set.
     """
     confusion = np.asarray(confusion, dtype=np.float64)
     scored = np.arange(confusion.shape[0]) != ignore_label
@@ -48,6 +54,7 @@ def scores(confusion, ignore_label=ADE20K.metric_ignore_label):
     iou[~scored] = np.nan
     class_accuracy[~scored] = np.nan
 
+    all_classes_iou = np.nan_to_num(iou[scored])
     present_iou = iou[~np.isnan(iou)]
     present_acc = class_accuracy[~np.isnan(class_accuracy)]
     pixel_accuracy = true_positive[scored].sum() / labelled if labelled else float("nan")
@@ -58,9 +65,12 @@ def scores(confusion, ignore_label=ADE20K.metric_ignore_label):
         "pixel_accuracy": float(pixel_accuracy),
         "mean_accuracy": float(present_acc.mean()) if present_acc.size else float("nan"),
         "mean_iou": float(mean_iou),
+        "mean_iou_all_classes": (float(all_classes_iou.mean()) if labelled and scored.any()
+                                 else float("nan")),
         "frequency_weighted_iou": float(fw_iou),
         "benchmark_score": float((pixel_accuracy + mean_iou) / 2.0),
         "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
+        "per_class_accuracy": [None if np.isnan(v) else float(v) for v in class_accuracy],
     }
 
 
@@ -68,7 +78,9 @@ def format_report(result, class_names):
     """The printed summary and per-class IoU table (classes with a defined IoU, by name)."""
     lines = ["pixel accuracy          %6.2f%%" % (100 * result["pixel_accuracy"]),
              "mean accuracy           %6.2f%%" % (100 * result["mean_accuracy"]),
-             "mean IoU                %6.2f%%" % (100 * result["mean_iou"]),
+             "mean IoU                %6.2f%%  (the classes present; every class, as "
+             "CSAIL's eval.py: %.2f%%)" % (100 * result["mean_iou"],
+                                          100 * result["mean_iou_all_classes"]),
              "frequency-weighted IoU  %6.2f%%" % (100 * result["frequency_weighted_iou"]),
              "benchmark score         %6.2f%%  ((pixel accuracy + mean IoU) / 2)"
              % (100 * result["benchmark_score"]),

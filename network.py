@@ -50,21 +50,22 @@ Outputs = collections.namedtuple("Outputs", "prediction logits phase_groups")
 
 # ---- VGG-19 ------------------------------------------------------------------------------------
 
-def vgg_net(weights, image, debug=False, pool=None, widths=VGG19_WIDTHS):
-    """The VGG-19 trunk. weights maps 'conv1_1'... to (kernel [h,w,in,out], bias); returns every
-    layer's tensor (conv, relu, pool) by name.
+def vgg_blocks(weights, x, blocks, debug=False, pool=None, widths=VGG19_WIDTHS):
+    """VGG-19's blocks (numbers 1 to 5, in order) on x: each block's convolutions and ReLUs, then
+    its 2x2 pool, but for block 5, which each network pools itself. Returns every layer's
+    tensor (conv, relu, pool) by name.
 
-    weights=None builds the same variables without VGG's values (zeros, of the given widths),
-    for a graph whose values all come from a checkpoint: then the .mat need not be read or
-    embedded in the graph. pool: the 2x2 pooling between blocks, the reference's average
-    pooling when None.
+    weights: 'conv1_1'... -> (kernel [h,w,in,out], bias); None builds the same variables
+    without VGG's values (zeros, of the given widths), for a graph whose values all come from a
+    checkpoint: then the .mat need not be read or embedded in the graph. pool: the 2x2 pooling,
+    the reference's average pooling when None.
     """
     pool = utils.avg_pool_2x2 if pool is None else pool
-    blocks = vgg_weights.conv_layers(widths)
+    layers = vgg_weights.conv_layers(widths)
     net = {}
-    current = image
-    for block, convs in enumerate(blocks, 1):
-        for name, channels_in, channels_out in convs:
+    current = x
+    for block in blocks:
+        for name, channels_in, channels_out in layers[block - 1]:
             if weights is None:
                 kernel = utils.zeros_variable([3, 3, channels_in, channels_out], name=name + "_w")
                 bias = utils.zeros_variable([channels_out], name=name + "_b")
@@ -76,10 +77,15 @@ def vgg_net(weights, image, debug=False, pool=None, widths=VGG19_WIDTHS):
             net[relu] = current = tf.nn.relu(current, name=relu)
             if debug:
                 utils.add_activation_summary(current)
-        if block < len(blocks):  # the head pools HEAD_INPUT itself
+        if block < len(layers):
             # Deliberate (the reference): average pooling inside VGG; VGG and the paper use max.
             net["pool%d" % block] = current = pool(current)
     return net
+
+
+def vgg_net(weights, image, debug=False, pool=None, widths=VGG19_WIDTHS):
+    """VGG-19's trunk, its five blocks (vgg_blocks)."""
+    return vgg_blocks(weights, image, range(1, 6), debug, pool, widths)
 
 
 def widths_of(weights, fc=VGG19_WIDTHS.fc):
@@ -89,6 +95,13 @@ def widths_of(weights, fc=VGG19_WIDTHS.fc):
     if "fc6" in weights:
         fc = int(weights["fc6"][0].shape[3])
     return Widths(blocks=blocks, fc=fc)
+
+
+def resolved_widths(weights, widths):
+    """widths, or when None those of the weights (widths_of), VGG-19's without weights."""
+    if widths is not None:
+        return widths
+    return VGG19_WIDTHS if weights is None else widths_of(weights)
 
 
 def checkpoint_widths(checkpoint, variant):
@@ -118,7 +131,14 @@ def pretrained_variable_names(variant):
     return ["%s/%s_%s" % (scope, name, part) for name in layers for part in "wb"]
 
 
-# ---- the reference's FCN-8s --------------------------------------------------------------------
+# ---- the stages --------------------------------------------------------------------------------
+# After VGG's blocks 1 to 4, each network is four more stages, each a function of maps at one or
+# more scales, built inside the network's variable scope: pool5 (block 5 and its pool, 1/32),
+# scores (fc6, fc7 and the coarse class scores, 1/32), fuses (the x2 upsamplings fused with
+# pool4 and pool3, 1/8) and upsample (x8 to the input size, the labels). fcn8s composes them;
+# predict runs each over a large image in tiles (tiled_network.py).
+Stages = collections.namedtuple("Stages", "scope pool pool5 scores fuses upsample")
+
 
 def _dropout(x, keep_prob, name=None):
     # keep_prob None: a graph that only predicts has no dropout, which at keep 1 would still
@@ -141,57 +161,52 @@ def _fc_as_conv(x, shape, index, keep_prob, debug):
     return _dropout(relu, keep_prob)
 
 
-def reference_fcn8s(processed_image, keep_prob, weights, num_classes, debug, widths):
-    """FCN-8s as the reference builds it, its 44 variables under inference/. processed_image:
-    the input less the mean pixel, in the compute dtype. weights: VGG-19's convolutions (numpy),
-    or None when a checkpoint supplies them. Returns its Outputs, in float32."""
+def _reference_pool5(pool4, weights, debug, widths):
+    # Deliberate (the reference): pool5 of conv5_3 before its ReLU; conv5_4 feeds nothing.
+    return utils.max_pool_2x2(vgg_blocks(weights, pool4, (5,), debug, widths=widths)[HEAD_INPUT])
+
+
+def _reference_scores(pool5, keep_prob, weights, num_classes, debug, widths):
+    relu_dropout6 = _fc_as_conv(pool5, [7, 7, widths.blocks[4], widths.fc], "6", keep_prob, debug)
+    relu_dropout7 = _fc_as_conv(relu_dropout6, [1, 1, widths.fc, widths.fc], "7", keep_prob,
+                                debug)
+    W8 = utils.weight_variable([1, 1, widths.fc, num_classes], name="W8")
+    b8 = utils.bias_variable([num_classes], name="b8")
+    return utils.conv2d_basic(relu_dropout7, W8, b8)  # the coarse heat map, 1/32 scale
+
+
+def _reference_fuses(conv8, pool4, pool3, num_classes, widths):
+    # Upsample x2 and fuse with pool4. Deliberate (the reference): the upsampled map goes back
+    # to pool4's channels and is added to raw pool4; the paper adds a 1x1 score of it.
     pool3_width, pool4_width = widths.blocks[2], widths.blocks[3]
-    with tf.variable_scope(VARIANT_SCOPES[REFERENCE]):
-        image_net = vgg_net(weights, processed_image, debug=debug, widths=widths)
-        pool5 = utils.max_pool_2x2(image_net[HEAD_INPUT])
+    W_t1 = utils.weight_variable([4, 4, pool4_width, num_classes], name="W_t1")
+    b_t1 = utils.bias_variable([pool4_width], name="b_t1")
+    conv_t1 = utils.conv2d_transpose_strided(conv8, W_t1, b_t1, output_shape=tf.shape(pool4))
+    fuse_1 = tf.add(conv_t1, pool4, name="fuse_1")
+    # Upsample x2 and fuse with raw pool3, the same deliberate difference.
+    W_t2 = utils.weight_variable([4, 4, pool3_width, pool4_width], name="W_t2")
+    b_t2 = utils.bias_variable([pool3_width], name="b_t2")
+    conv_t2 = utils.conv2d_transpose_strided(fuse_1, W_t2, b_t2, output_shape=tf.shape(pool3))
+    return tf.add(conv_t2, pool3, name="fuse_2")
 
-        relu_dropout6 = _fc_as_conv(pool5, [7, 7, widths.blocks[4], widths.fc], "6", keep_prob,
-                                    debug)
-        relu_dropout7 = _fc_as_conv(relu_dropout6, [1, 1, widths.fc, widths.fc], "7", keep_prob,
-                                    debug)
 
-        W8 = utils.weight_variable([1, 1, widths.fc, num_classes], name="W8")
-        b8 = utils.bias_variable([num_classes], name="b8")
-        conv8 = utils.conv2d_basic(relu_dropout7, W8, b8)  # the coarse heat map, 1/32 scale
-
-        # Upsample x2 and fuse with pool4. Deliberate (the reference): the upsampled map goes
-        # back to pool4's channels and is added to raw pool4; the paper adds a 1x1 score of it.
-        pool4 = image_net["pool4"]
-        W_t1 = utils.weight_variable([4, 4, pool4_width, num_classes], name="W_t1")
-        b_t1 = utils.bias_variable([pool4_width], name="b_t1")
-        conv_t1 = utils.conv2d_transpose_strided(conv8, W_t1, b_t1, output_shape=tf.shape(pool4))
-        fuse_1 = tf.add(conv_t1, pool4, name="fuse_1")
-
-        # Upsample x2 and fuse with raw pool3, the same deliberate difference.
-        pool3 = image_net["pool3"]
-        W_t2 = utils.weight_variable([4, 4, pool3_width, pool4_width], name="W_t2")
-        b_t2 = utils.bias_variable([pool3_width], name="b_t2")
-        conv_t2 = utils.conv2d_transpose_strided(fuse_1, W_t2, b_t2, output_shape=tf.shape(pool3))
-        fuse_2 = tf.add(conv_t2, pool3, name="fuse_2")
-
-        # Upsample x8 to the input size: the per-pixel class scores. The transposed convolution
-        # (16x16, stride 8) computed as four dense 2x2 convolutions whose outputs interleave
-        # (H, W are multiples of 32, so the output is exactly 8x fuse_2): utils.phase_groups.
-        # The softmax, the loss and the argmax in float32 whatever the precision.
-        W_t3 = utils.weight_variable([16, 16, num_classes, pool3_width], name="W_t3")
-        b_t3 = utils.bias_variable([num_classes], name="b_t3")
-        groups = [tf.cast(group, tf.float32)
-                  for group in utils.phase_groups(fuse_2, W_t3, b_t3, stride=CONV_T3_STRIDE)]
-        conv_t3 = utils.interleave_phases(groups)
-        # The argmax per phase group: the same labels, without moving every pixel's class
-        # scores through the interleave.
-        annotation_pred = utils.interleave_phases(
-            [tf.expand_dims(tf.argmax(group, axis=-1), -1) for group in groups])
-        annotation_pred = tf.squeeze(annotation_pred, axis=[3], name="prediction")
+def _reference_upsample(fuse_2, num_classes, widths):
+    """x8 to the input size: the per-pixel class scores. The transposed convolution (16x16,
+    stride 8) computed as four dense 2x2 convolutions whose outputs interleave (H, W are
+    multiples of 32, so the output is exactly 8x fuse_2): utils.phase_groups. The softmax, the
+    loss and the argmax in float32 whatever the precision."""
+    W_t3 = utils.weight_variable([16, 16, num_classes, widths.blocks[2]], name="W_t3")
+    b_t3 = utils.bias_variable([num_classes], name="b_t3")
+    groups = [tf.cast(group, tf.float32)
+              for group in utils.phase_groups(fuse_2, W_t3, b_t3, stride=CONV_T3_STRIDE)]
+    conv_t3 = utils.interleave_phases(groups)
+    # The argmax per phase group: the same labels, without moving every pixel's class scores
+    # through the interleave.
+    annotation_pred = utils.interleave_phases(
+        [tf.expand_dims(tf.argmax(group, axis=-1), -1) for group in groups])
+    annotation_pred = tf.squeeze(annotation_pred, axis=[3], name="prediction")
     return Outputs(tf.expand_dims(annotation_pred, axis=3), conv_t3, groups)
 
-
-# ---- the paper's FCN-8s ------------------------------------------------------------------------
 
 def _pretrained_or_zeros(weights, name, shape):
     """(kernel, bias) variables name_w, name_b: from weights[name] (numpy), or zeros when
@@ -221,37 +236,50 @@ def _learned_upsample_x2(x, like, name, num_classes):
                        name=name)
 
 
-def paper_fcn8s(processed_image, keep_prob, weights, num_classes, debug, widths=VGG19_WIDTHS):
-    """FCN-8s as the paper (Long, Shelhamer and Darrell) and its Caffe code define it, on VGG-19,
-    its variables under paper/ named after the paper's layers. processed_image: the input less
-    the mean pixel, in the compute dtype. weights: VGG-19's convolutions and fc6, fc7 (numpy),
-    or None when a checkpoint supplies them. Returns the float32 logits at the input size."""
-    with tf.variable_scope(VARIANT_SCOPES[PAPER]):
-        net = vgg_net(weights, processed_image, debug=debug, pool=utils.max_pool_2x2,
-                      widths=widths)
-        # SAME padding on inputs of multiples of 32 (as the reference), not the paper's 100-pixel
-        # padding and crops: every map is then exactly 1/2^k of the input, so the skips align
-        # without offsets, predict's padding to 32 keeps working, and the pretrained fc6 sees at
-        # its centre what VGG's classifier saw.
-        pool5 = utils.max_pool_2x2(net["relu5_4"])
-        fc = pool5
-        for name, shape in vgg_weights.fc_shapes(widths):
-            W, b = _pretrained_or_zeros(weights, name, shape)
-            fc = tf.nn.relu(utils.conv2d_as_matmul(fc, W, b), name="relu" + name[2:])
-            if debug:
-                utils.add_activation_summary(fc)
-            fc = _dropout(fc, keep_prob, name="drop" + name[2:])
-        score_fr = _score(fc, "score_fr", widths.fc, num_classes)
-        score_pool4 = _score(net["pool4"], "score_pool4", widths.blocks[3], num_classes)
-        upscore2 = _learned_upsample_x2(score_fr, score_pool4, "upscore2", num_classes)
-        fuse_pool4 = tf.add(upscore2, score_pool4, name="fuse_pool4")
-        score_pool3 = _score(net["pool3"], "score_pool3", widths.blocks[2], num_classes)
-        upscore_pool4 = _learned_upsample_x2(fuse_pool4, score_pool3, "upscore_pool4",
-                                             num_classes)
-        fuse_pool3 = tf.add(upscore_pool4, score_pool3, name="fuse_pool3")
-        # x8 to the input size, fixed bilinear (a constant kernel): nothing to learn.
-        upscore8 = tf.identity(utils.bilinear_upsample(fuse_pool3, 8), name="upscore8")
-        return tf.cast(upscore8, tf.float32)
+def _paper_pool5(pool4, weights, debug, widths):
+    net = vgg_blocks(weights, pool4, (5,), debug, pool=utils.max_pool_2x2, widths=widths)
+    return utils.max_pool_2x2(net["relu5_4"])
+
+
+def _paper_scores(pool5, keep_prob, weights, num_classes, debug, widths):
+    fc = pool5
+    for name, shape in vgg_weights.fc_shapes(widths):
+        W, b = _pretrained_or_zeros(weights, name, shape)
+        fc = tf.nn.relu(utils.conv2d_as_matmul(fc, W, b), name="relu" + name[2:])
+        if debug:
+            utils.add_activation_summary(fc)
+        fc = _dropout(fc, keep_prob, name="drop" + name[2:])
+    return _score(fc, "score_fr", widths.fc, num_classes)
+
+
+def _paper_fuses(score_fr, pool4, pool3, num_classes, widths):
+    score_pool4 = _score(pool4, "score_pool4", widths.blocks[3], num_classes)
+    upscore2 = _learned_upsample_x2(score_fr, score_pool4, "upscore2", num_classes)
+    fuse_pool4 = tf.add(upscore2, score_pool4, name="fuse_pool4")
+    score_pool3 = _score(pool3, "score_pool3", widths.blocks[2], num_classes)
+    upscore_pool4 = _learned_upsample_x2(fuse_pool4, score_pool3, "upscore_pool4", num_classes)
+    return tf.add(upscore_pool4, score_pool3, name="fuse_pool3")
+
+
+def _paper_upsample(fuse_pool3, num_classes, widths):
+    # x8 to the input size, fixed bilinear (a constant kernel): nothing to learn.
+    upscore8 = tf.identity(utils.bilinear_upsample(fuse_pool3, 8), name="upscore8")
+    logits = tf.cast(upscore8, tf.float32)
+    pred = tf.argmax(logits, axis=3, name="prediction")
+    return Outputs(tf.expand_dims(pred, axis=3), logits, None)
+
+
+# FCN-8s as the reference builds it, its 44 variables under inference/.
+REFERENCE_STAGES = Stages(VARIANT_SCOPES[REFERENCE], utils.avg_pool_2x2, _reference_pool5,
+                          _reference_scores, _reference_fuses, _reference_upsample)
+# FCN-8s as the paper (Long, Shelhamer and Darrell) and its Caffe code define it, on VGG-19, its
+# 44 variables under paper/ named after the paper's layers. SAME padding on inputs of multiples
+# of 32 (as the reference), not the paper's 100-pixel padding and crops: every map is then
+# exactly 1/2^k of the input, so the skips align without offsets, predict's padding to 32 keeps
+# working, and the pretrained fc6 sees at its centre what VGG's classifier saw.
+PAPER_STAGES = Stages(VARIANT_SCOPES[PAPER], utils.max_pool_2x2, _paper_pool5, _paper_scores,
+                      _paper_fuses, _paper_upsample)
+STAGES = {REFERENCE: REFERENCE_STAGES, PAPER: PAPER_STAGES}
 
 
 # ---- either network ----------------------------------------------------------------------------
@@ -264,7 +292,7 @@ def fcn8s(image, keep_prob, vgg, debug=False, precision="fp32", num_classes=NUM_
     precision: 'fp32', or 'bf16' to compute the layers in bfloat16 while the variables stay
     float32 (the same checkpoints); the logits are float32 either way.
     num_classes: only the class layers depend on it.
-    variant: 'reference' (the faithful port) or 'paper' (paper_fcn8s; the weights must then hold
+    variant: 'reference' (the faithful port) or 'paper' (PAPER_STAGES; the weights must then hold
     fc6 and fc7).
     keep_prob: fc6's and fc7's dropout keep probability (a tensor or a number); None for a graph
     that only predicts: no dropout ops at all (the same values as keep 1).
@@ -274,8 +302,7 @@ def fcn8s(image, keep_prob, vgg, debug=False, precision="fp32", num_classes=NUM_
     if variant not in VARIANTS:
         raise ValueError("variant is one of %s, not %r" % (VARIANTS, variant))
     weights, mean_pixel = vgg
-    if widths is None:
-        widths = VGG19_WIDTHS if weights is None else widths_of(weights)
+    widths = resolved_widths(weights, widths)
     print("setting up vgg initialized conv layers ...")
     # The skips add maps of 1/16 and 1/8 of the input size, and conv_t3 gives 8x its input:
     # any other size would fail later with a shape error that does not say why.
@@ -285,11 +312,13 @@ def fcn8s(image, keep_prob, vgg, debug=False, precision="fp32", num_classes=NUM_
     with tf.control_dependencies([size_check]):
         processed_image = utils.process_image(image, mean_pixel.astype(np.float32))
     processed_image = tf.cast(processed_image, COMPUTE_DTYPES[precision])
-    if variant == PAPER:
-        logits = paper_fcn8s(processed_image, keep_prob, weights, num_classes, debug, widths)
-        pred = tf.argmax(logits, axis=3, name=VARIANT_SCOPES[PAPER] + "/prediction")
-        return Outputs(tf.expand_dims(pred, axis=3), logits, None)
-    return reference_fcn8s(processed_image, keep_prob, weights, num_classes, debug, widths)
+    stages = STAGES[variant]
+    with tf.variable_scope(stages.scope):
+        trunk = vgg_blocks(weights, processed_image, (1, 2, 3, 4), debug, stages.pool, widths)
+        pool5 = stages.pool5(trunk["pool4"], weights, debug, widths)
+        scores = stages.scores(pool5, keep_prob, weights, num_classes, debug, widths)
+        fuse = stages.fuses(scores, trunk["pool4"], trunk["pool3"], num_classes, widths)
+        return stages.upsample(fuse, num_classes, widths)
 
 
 # ---- the loss and the training op --------------------------------------------------------------
@@ -387,7 +416,7 @@ class Model:
                 annotation = distribute.local_slice(tf, annotation, strategy)
             outputs = fcn8s(image, keep_probability if training else None, vgg, debug=debug,
                             precision=precision, num_classes=classes.num_classes,
-                            variant=variant, widths=widths)
+                            variant=variant, widths=self.widths)
             ignore = classes.loss_ignore_label
             loss = pixel_loss(outputs.logits, annotation, ignore, phase_groups=outputs.phase_groups)
             # Each image's mean cross-entropy (validate weighs every image once, whatever its
@@ -405,6 +434,7 @@ class Model:
                                      global_step=tf.train.get_or_create_global_step())
             return outputs.prediction, outputs.logits, loss, image_losses, update
 
+        self.widths = resolved_widths(vgg[0], widths)
         self.image, self.annotation, self.keep_probability = input_placeholders(image_size)
         self.stop_vote = self.stop_votes = self.weights_checksum = None
         if strategy is None:
@@ -415,6 +445,8 @@ class Model:
                 self._build_replicated(strategy, replica, training)
         self.network_variables = tf.trainable_variables()
         self.global_step = tf.train.get_global_step() if training else None
+        # Each pixel's class probabilities, for the multi-scale average (multi_scale.py).
+        self.probabilities = None if training else tf.nn.softmax(self.logits)
         if training:
             if debug:
                 for var in self.network_variables:
@@ -461,10 +493,12 @@ class Model:
 
 def fed_image_size(settings):
     """The side of every image the mode feeds, resized to it: --image_size for train,
-    visualize, validate and predict --resize; None where each image (or tile) keeps its own
-    size, predict and the export. A known size lets fc6 skip the taps on padding
+    visualize and validate (without --eval_scales) and predict --resize; None where each image
+    (or tile) keeps its own size: predict, visualize and validate at --eval_scales, the
+    export. A known size lets fc6 skip the taps on padding
     (TensorflowUtils.conv2d_as_matmul)."""
-    fixed = settings.mode in ("train", "visualize", "validate") or (
+    fixed = settings.mode == "train" or (
+        settings.mode in ("visualize", "validate") and not settings.eval_scales) or (
         settings.mode == "predict" and settings.resize)
     return settings.image_size if fixed else None
 

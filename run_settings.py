@@ -14,6 +14,12 @@ from guards import temporary_name, write_json_atomically, writing
 
 SETTINGS_NAME = "settings.json"
 HISTORY_NAME = "settings_history.json"
+# What the modes that use a trained model take from its run's settings.json when the command
+# line does not give it: how the model was trained, and on what.
+RECORDED = ("dataset", "data_dir", "image_size", "interpolation", "variant")
+# The settings that name folders: recorded as absolute paths, so that they mean the same from
+# any working folder.
+FOLDERS = ("logs_dir", "data_dir", "model_dir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +58,11 @@ class Settings:
     resize: bool
     output_dir: str
     tile_size: int
-    tile_overlap: int
+    tile_overlap: Optional[int]
     max_size: int
+    # evaluation
+    eval_scales: str
+    eval_flip: bool
     # export
     export_dir: str
     export_format: str
@@ -69,6 +78,45 @@ class Settings:
 
 def field_names():
     return [field.name for field in dataclasses.fields(Settings)]
+
+
+def as_recorded(settings):
+    """The dict settings.json holds of settings: its folders absolute."""
+    return dict(settings.as_dict(), **{name: os.path.abspath(getattr(settings, name))
+                                       for name in FOLDERS if getattr(settings, name)})
+
+
+def recorded(logs_dir):
+    """The settings (a dict) of the run recorded in logs_dir, {} when there is none or it cannot
+    be read (an older logs folder, or the original implementation's)."""
+    try:
+        with open(os.path.join(logs_dir, SETTINGS_NAME), encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def with_recorded(settings, given, logs_dir=None):
+    """(settings, lines to print): for each of RECORDED not in given (the flags on the command
+    line), the value the run in logs_dir (--logs_dir) recorded; a given one that differs from it
+    is kept, with a warning line."""
+    run = recorded(logs_dir or settings.logs_dir)
+    taken, lines = {}, []
+    for name in RECORDED:
+        if name not in run or run[name] in (None, ""):
+            continue
+        if name not in given:
+            taken[name] = run[name]
+        elif run[name] != getattr(settings, name):
+            lines.append("Warning: --%s=%s differs from the %s the model was trained with (%s); "
+                         "using %s" % (name, getattr(settings, name), run[name],
+                                       SETTINGS_NAME, getattr(settings, name)))
+    if taken:
+        lines.insert(0, "From %s (how the model was trained): %s" % (
+            os.path.join(logs_dir or settings.logs_dir, SETTINGS_NAME),
+            ", ".join("%s=%s" % item for item in taken.items())))
+    return settings.replace(**taken), lines
 
 
 def history(path):

@@ -1,15 +1,27 @@
-"""Predicting a large image tile by tile, in memory bounded by the tile and not by the image.
+"""Running a network over a large image stage by stage, each stage in tiles that carry the halo
+that stage needs, so that the result equals one pass over the whole image while memory is
+bounded by the tiles, not by the image. No TensorFlow here: the stages are functions passed in.
 
-The image (already padded to a multiple of 32) is cut into overlapping tiles whose origins are
-multiples of 32, so that every tile sees the pooling grid the whole image would. Each tile's
-labels are kept only in its interior, away from the borders it shares with its neighbours, where
-the network sees zeros instead of the neighbour's pixels; the kept interiors tile the image
-exactly. At the image's own borders a tile keeps up to the edge, where the untiled run saw the
-same padding. No TensorFlow here: the network is the function passed in.
+A stage reads maps of the image at some scales (1: the image's pixels, 4: a quarter of its
+side...) and writes one map. An output pixel depends on input pixels at most `reach` image
+pixels away; a tile keeps the output of its own region, and its inputs are cut from that region
+widened by the halo (the reach rounded up to the stage's grid) on every side inside the image.
+At the image's own borders a tile ends where the image ends, so that it sees the zero padding
+the whole image sees there; inside, its halo holds the real neighbours, and whatever its own
+padding spoils lies in the halo it does not keep. Tiles start on the stage's grid (its coarsest
+scale), so that every pooling window in a tile is one of the whole image's.
 """
+import collections
+
 import numpy as np
 
-ALIGN = 32  # the network's total downsampling: tile origins and sizes are multiples of it
+ALIGN = 32  # the network's total downsampling: images are padded to multiples of it
+
+# A stage's geometry. inputs: ((map name, scale), ...); output: (map name, scale); reach: how
+# far, in image pixels, an output pixel sees into the inputs; grid: the image pixels its tiles
+# start on; tile: its tiles' side in units of the base tile side, 0 for one tile (the whole
+# image: a stage whose values would differ in the last bits from one tile to another).
+StageGeometry = collections.namedtuple("StageGeometry", "name inputs output reach grid tile")
 
 
 def pad_to_multiple(image, multiple, fill):
@@ -23,60 +35,73 @@ def pad_to_multiple(image, multiple, fill):
     return padded, (h, w)
 
 
-def tiling_problem(tile, overlap, align=ALIGN):
-    """None when tiles of `tile` pixels overlapping by `overlap` can be cut; else what is wrong,
-    in words that name the flags. tile 0 means no tiling."""
-    if tile == 0:
+def tiling_problem(tile, align=ALIGN):
+    """None when tiles of `tile` pixels can be cut; else what is wrong, in words that name the
+    flag. tile 0 means no tiling."""
+    if tile == 0 or (tile > 0 and tile % align == 0):
         return None
-    if tile < 0 or tile % align:
-        return "--tile_size=%d: it must be 0 (no tiles) or a positive multiple of %d" % (
-            tile, align)
-    if overlap < 0:
-        return "--tile_overlap=%d: it must be 0 or more" % overlap
-    if tile - overlap < align:
-        return ("--tile_overlap=%d leaves tiles of --tile_size=%d less than %d new pixels; "
-                "lower it below %d" % (overlap, tile, align, tile - align + 1))
-    return None
+    return "--tile_size=%d: it must be 0 (no tiles) or a positive multiple of %d" % (tile, align)
 
 
-def spans(length, tile, overlap, align=ALIGN):
-    """The tiles along one axis of `length` pixels (a multiple of align): a list of
-    (start, end, keep_start, keep_end); tile k covers [start, end) and its labels are kept in
-    [keep_start, keep_end). The kept ranges cover [0, length) once, in order.
+def halo(stage):
+    """The stage's reach rounded up to its grid: how far its tiles' inputs reach past the tile."""
+    return -(-stage.reach // stage.grid) * stage.grid
 
-    Tiles are `tile` long and start every `tile - overlap` pixels, rounded down to a multiple of
-    align; the last one ends at length. Two neighbours split their overlap in the middle, so that
-    each kept range has at least overlap // 2 pixels of context on every side inside the image.
-    An axis no longer than a tile is one tile. tile 0: one tile, the whole axis.
+
+def spans(length, side, halo_pixels):
+    """The tiles along one axis of `length` image pixels: (keep_start, keep_end, crop_start,
+    crop_end) each; the kept ranges, `side` long (the last one shorter), cover [0, length)
+    once, in order, and each crop is its kept range widened by halo_pixels inside the axis."""
+    return [(start, min(start + side, length), max(0, start - halo_pixels),
+             min(length, start + side + halo_pixels)) for start in range(0, length, side)]
+
+
+def stage_tiles(stage, height, width, tile):
+    """The (row span, column span) pairs of a stage's tiles over a height x width image (both
+    multiples of the stage's grid), base tile side `tile` (a multiple of ALIGN)."""
+    if stage.tile == 0:
+        return [((0, height, 0, height), (0, width, 0, width))]
+    side, reach = tile * stage.tile, halo(stage)
+    return [(rows, cols) for rows in spans(height, side, reach)
+            for cols in spans(width, side, reach)]
+
+
+def run_stages(stages, maps, run, tile, progress=None):
+    """The output map of the last of stages, computed stage by stage in tiles.
+
+    maps: {name: array [H, W, ...]} holding the first stage's inputs (H, W multiples of ALIGN).
+    run(index, crops) -> the output of stages[index] for its input crops (arrays [h, w, ...]
+    in the stages' input order, cut from the same region of the image), covering that region
+    at the output's scale. tile: the base tile side in image pixels, a multiple of ALIGN.
+    progress(done, total), when given, is called after each tile. A map no later stage reads
+    is dropped as soon as it has been read.
     """
-    if tile == 0 or length <= tile:
-        return [(0, length, 0, length)]
-    stride = (tile - overlap) // align * align
-    starts = list(range(0, length - tile, stride)) + [length - tile]
-    result, keep_start = [], 0
-    for start, following in zip(starts, starts[1:] + [None]):
-        end = start + tile
-        keep_end = length if following is None else (following + end) // 2
-        result.append((start, end, keep_start, keep_end))
-        keep_start = keep_end
-    return result
-
-
-def tiles(height, width, tile, overlap, align=ALIGN):
-    """The 2-D tiles of a height x width image: (row span, column span) pairs, rows first."""
-    return [(rows, cols) for rows in spans(height, tile, overlap, align)
-            for cols in spans(width, tile, overlap, align)]
-
-
-def predict_tiled(image, tile, overlap, predict, align=ALIGN):
-    """The [H, W] uint8 labels of image [H, W, C] (H and W multiples of align), computed tile by
-    tile by predict(crop [h, w, C]) -> labels [h, w], each tile's kept interior stitched in."""
-    height, width = image.shape[:2]
-    labels = np.empty((height, width), dtype=np.uint8)
-    for (y0, y1, ky0, ky1), (x0, x1, kx0, kx1) in tiles(height, width, tile, overlap, align):
-        piece = predict(image[y0:y1, x0:x1])
-        labels[ky0:ky1, kx0:kx1] = piece[ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
-    return labels
+    first, first_scale = stages[0].inputs[0]
+    height, width = (side * first_scale for side in maps[first].shape[:2])
+    plan = [stage_tiles(stage, height, width, tile) for stage in stages]
+    total, done = sum(len(tiles) for tiles in plan), 0
+    for index, (stage, tiles) in enumerate(zip(stages, plan)):
+        name, scale = stage.output
+        output = None
+        for (keep_y0, keep_y1, crop_y0, crop_y1), (keep_x0, keep_x1, crop_x0, crop_x1) in tiles:
+            crops = [maps[source][crop_y0 // s:crop_y1 // s, crop_x0 // s:crop_x1 // s]
+                     for source, s in stage.inputs]
+            result = np.asarray(run(index, crops))
+            if output is None:
+                output = np.empty((height // scale, width // scale) + result.shape[2:],
+                                  result.dtype)
+            output[keep_y0 // scale:keep_y1 // scale, keep_x0 // scale:keep_x1 // scale] = \
+                result[(keep_y0 - crop_y0) // scale:(keep_y1 - crop_y0) // scale,
+                       (keep_x0 - crop_x0) // scale:(keep_x1 - crop_x0) // scale]
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        maps[name] = output
+        still_read = {source for later in stages[index + 1:] for source, _ in later.inputs}
+        for source in list(maps):
+            if source not in still_read and source != stages[-1].output[0]:
+                del maps[source]
+    return maps[stages[-1].output[0]]
 
 
 def downscaled_size(height, width, max_size):

@@ -20,18 +20,13 @@ import model_checks
 import network
 import predicting
 import run_settings
-from guards import FCNError, StopRequest, TrainLock, write_json_atomically, writing
+from progress import format_duration
+from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir, write_json_atomically,
+                    writing)
 
 SLOW_CPU_ETA = 86400  # seconds: a CPU-only training run expected to take longer is warned about
 # What training writes of its validation subset at each checkpoint (metrics.scores' keys).
 VALIDATION_SCALARS = ("pixel_accuracy", "mean_iou")
-
-
-def format_duration(seconds):
-    seconds = int(max(seconds, 0))
-    if seconds >= 86400:
-        return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
-    return "%dh%02dm%02ds" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
 
 
 def slow_cpu_warning(eta_seconds, gpus):
@@ -56,6 +51,15 @@ def checked_records(settings, classes):
     return train_records, valid_records
 
 
+def check_batch_size(batch_size, train_records, valid_records, data_dir):
+    """FCNError when a batch is larger than a split: training and its validation batches take
+    whole batches."""
+    for split, records in (("training", train_records), ("validation", valid_records)):
+        if batch_size > len(records):
+            raise FCNError("--batch_size=%d is larger than the %d %s records of %s; use a "
+                           "smaller --batch_size" % (batch_size, len(records), split, data_dir))
+
+
 def distributed_cluster(settings):
     """The distribute.Cluster of --distribute (its strategy, this worker's part), or None for
     --distribute=none, one device as the reference trained."""
@@ -70,12 +74,14 @@ def distributed_cluster(settings):
 
 def run_train(settings):
     logs_dir = settings.logs_dir
+    ensure_writable_dir(logs_dir, "logs_dir")
     cluster = distributed_cluster(settings)
     chief = cluster is None or cluster.is_chief
     # Only the chief writes into --logs_dir (storage every worker sees) and holds its lock.
     with TrainLock(logs_dir) if chief else contextlib.nullcontext():
         classes = predicting.dataset_classes(settings)
         train_records, valid_records = checked_records(settings, classes)
+        check_batch_size(settings.batch_size, train_records, valid_records, settings.data_dir)
         if chief:
             checkpoints.remove_partial_saves(logs_dir)
         checkpoint = checkpoints.latest_checkpoint(logs_dir, refuse_unreadable=True)
@@ -88,14 +94,19 @@ def run_train(settings):
         elif settings.init_from:
             init_from = checkpoints.resolve_init_from(settings.init_from)
             model_checks.check_variant(init_from, settings.variant, "--init_from")
-        if chief:
-            record_run(settings, classes)
         weights_from = checkpoint
         if weights_from is None and init_from is not None and checkpoints.holds_variables(
                 init_from, network.pretrained_variable_names(settings.variant)):
             weights_from = init_from
         graph, model = network.build_model(settings, True, classes, weights_from,
                                            strategy=cluster and cluster.strategy)
+        tiled = None
+        if settings.eval_scales and cluster is None:
+            # The subset scored at --eval_scales of each image's size, as validate scores it.
+            with graph.as_default():
+                tiled = predicting.tiled_network_of(settings, model, classes.num_classes)
+        if chief:  # every check passed, the VGG-19 file read: what this run is
+            record_run(settings, classes)
         with graph.as_default(), _train_session(cluster) as sess:
             # Under multi_worker the initialisers are a broadcast from the chief that every
             # worker joins; only then does each restore the same checkpoint.
@@ -123,8 +134,9 @@ def run_train(settings):
                 # to split among replicas and workers, so it is off there (docs/distributed.md).
                 subset = (evaluation.validation_subset(valid_records, settings.validation_images)
                           if cluster is None else [])
+                passes = tiled and predicting.Passes(sess, model, tiled, settings)
                 loop = Loop(settings, sess, model, cluster, saver, train_reader, valid_reader,
-                            writers, stop, subset, classes)
+                            writers, stop, subset, classes, passes)
                 try:
                     loop.run(step, checkpoint)
                 finally:
@@ -137,7 +149,8 @@ def record_run(settings, classes):
     """What this run is, beside the checkpoints it produces, once its checks have passed: its
     settings (run_settings.record) and the model's classes (classes.json)."""
     logs_dir = settings.logs_dir
-    run_settings.record(logs_dir, dict(settings.as_dict(), tensorflow=tf.__version__,
+    run_settings.record(logs_dir, dict(run_settings.as_recorded(settings),
+                                       tensorflow=tf.__version__,
                                        started=time.strftime("%Y-%m-%d %H:%M:%S")))
     classes_path = os.path.join(logs_dir, datasets.CLASSES_NAME)
     with writing(classes_path):
@@ -165,12 +178,14 @@ class Loop:
     """The training loop of one run: what it works with, and a method for each of its pieces."""
 
     def __init__(self, settings, sess, model, cluster, saver, train_reader, valid_reader,
-                 writers, stop, subset, classes):
+                 writers, stop, subset, classes, passes=None):
         """saver None: a worker other than the chief, which writes nothing. writers: the
         FileWriters of logs/train and logs/validation (None, None off the chief). subset: the
-        validation records scored at each checkpoint (evaluation.validation_subset)."""
+        validation records scored at each checkpoint (evaluation.validation_subset). passes:
+        the predicting.Passes that score them at --eval_scales."""
         self.settings, self.sess, self.model, self.cluster = settings, sess, model, cluster
         self.saver, self.stop, self.subset, self.classes = saver, stop, subset, classes
+        self.passes = passes
         self.train_reader, self.valid_reader = train_reader, valid_reader
         self.train_writer, self.valid_writer = writers
         self.last_checkpoint = None
@@ -274,7 +289,7 @@ class Loop:
             return ""
         started = time.time()
         scored = predicting.score_records(self.settings, self.sess, self.model, self.subset,
-                                          self.classes)
+                                          self.classes, passes=self.passes)
         result = metrics.scores(scored["confusion"], self.classes.metric_ignore_label)
         self.valid_writer.add_summary(tf.Summary(value=[
             tf.Summary.Value(tag=name, simple_value=result[name])

@@ -8,7 +8,6 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import json  # noqa: E402
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
@@ -157,23 +156,12 @@ def full_size_logs(tmp_path_factory, vgg, full_model_dir):
     """A logs_dir holding a checkpoint of the full-size network (VGG-19's widths, 3 classes,
     its initial weights, no optimizer slots) and its classes.json: for the runs whose size is
     what they test (predict's memory, the export's files). (logs_dir, its flags)."""
-    import tensorflow.compat.v1 as tf
     import datasets
-    import network
     from tests.make_dataset import FOLDER_CLASSES
+    from tests.make_model import write_initial_model
     from tests.project import SMALL
-    logs = str(tmp_path_factory.mktemp("full_size") / "logs")
-    os.makedirs(logs)
-    classes = datasets.class_info(datasets.FOLDER, list(FOLDER_CLASSES))
-    with tf.Graph().as_default():
-        tf.set_random_seed(0)
-        model = network.Model(vgg, training=False, classes=classes)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            tf.train.Saver(model.saveable).save(sess, os.path.join(logs, "model.ckpt"),
-                                                global_step=1, write_meta_graph=False)
-    with open(os.path.join(logs, datasets.CLASSES_NAME), "w") as f:
-        json.dump(datasets.info_to_json(classes), f)
+    logs = write_initial_model(str(tmp_path_factory.mktemp("full_size") / "logs"), vgg,
+                               datasets.class_info(datasets.FOLDER, list(FOLDER_CLASSES)))
     return logs, ["--logs_dir=" + logs, "--model_dir=" + full_model_dir] + SMALL
 
 

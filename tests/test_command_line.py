@@ -147,13 +147,16 @@ def test_help_lists_this_projects_flags_by_group(arg):
     with pytest.raises(command_line.HelpRequest) as caught:
         parse("--bogus", arg)  # help wins over a mistake
     text = caught.value.args[0]
-    assert "  --batch_size  (default: 10)\n      images per step" in text
+    assert "  --batch_size  (default: 10)\n      Images per step" in text
     assert "  --debug, --nodebug  (default: off)" in text
     # Grouped as FCN.py's flag block: its headings, in its order.
     headings = [line for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert headings[:3] == ["what to run:", "folders:", "the data:"]
     for name in run_settings.field_names():
         assert "--%s" % name in text
+    # Every flag's help is whole sentences (--init_from's ended mid-sentence).
+    for name in FCN.FLAGS:
+        assert FCN.FLAGS[name].help.endswith("."), name
     for name in FOREIGN_FLAGS + ("logtostderr", "run_with_pdb"):
         assert name not in text
     assert ("How the command line is read" in text) == (arg == "--helpfull")
@@ -272,3 +275,29 @@ def test_ctrl_c_before_the_first_step_is_one_line_and_exit_130(dirs, tmp_path):
     assert err == "FCN.py: interrupted (Ctrl-C)\n"
     assert "step 1 loss" not in out
     assert not os.path.exists(os.path.join(logs, guards.LOCK_NAME))
+
+
+def test_help_answers_before_tensorflow_is_imported(tmp_path):
+    # FCN.py run as a program: --help (and a command line refused) comes before TensorFlow's
+    # import, which takes seconds.
+    code = ("import runpy, sys\nsys.path.insert(0, %r)\nsys.argv = ['FCN.py', '--help']\n"
+            "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit as e:\n"
+            "    print('exit', e.code)\n"
+            "print('tensorflow' in sys.modules)" % (os.path.dirname(FCN_PY), FCN_PY))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=HANG, cwd=str(tmp_path))
+    lines = proc.stdout.splitlines()
+    assert lines[-2:] == ["exit 0", "False"], proc.stdout[-500:] + proc.stderr[-2000:]
+    assert "--batch_size" in proc.stdout
+
+
+def test_a_run_shows_no_tensorflow_error_lines_unless_verbose(trained, dirs, tmp_path):
+    # oneDNN's "E0000 ... supports DT_INT64 only on platforms with AVX-512" and its like.
+    image = os.path.join(dirs[0].split("=", 1)[1], "ADEChallengeData2016", "images",
+                         "validation", "ADE_val_00000001.jpg")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
+    proc = subprocess.run([sys.executable, FCN_PY, "--mode=predict", "--logs_dir=" + trained[0],
+                           "--image=" + image, "--output_dir=" + str(tmp_path)] + SMALL + dirs,
+                          capture_output=True, text=True, timeout=HANG, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == "", proc.stderr[-2000:]

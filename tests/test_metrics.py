@@ -38,6 +38,10 @@ def test_scores_by_hand():
     assert r["mean_accuracy"] == pytest.approx((2 / 4 + 3 / 5) / 2)
     assert r["frequency_weighted_iou"] == pytest.approx(4 / 9 * 0.4 + 5 / 9 * 0.5)
     assert r["benchmark_score"] == pytest.approx((5 / 9 + 0.45) / 2)
+    # CSAIL's eval.py's mean: every scored class, class 3's empty union counting 0.
+    assert r["mean_iou_all_classes"] == pytest.approx((0.4 + 0.5 + 0) / 3)
+    # Per-class accuracy: 2 of class 1's 4 pixels, 3 of class 2's 5; class 3 has none.
+    assert r["per_class_accuracy"] == [None, pytest.approx(0.5), pytest.approx(0.6), None]
 
 
 def test_a_perfect_prediction_scores_one_whatever_it_says_on_ignored_pixels():

@@ -2,6 +2,8 @@
 import glob
 import json
 import os
+import re
+import shutil
 
 import imageio.v2 as imageio
 import numpy as np
@@ -183,3 +185,94 @@ def test_palette_is_distinct_with_class_0_black():
 def test_step_from_checkpoint_name():
     assert checkpoints.step_from_checkpoint_name(os.path.join("logs", "model.ckpt-500")) == 500
     assert checkpoints.step_from_checkpoint_name("model.ckpt") == 0
+
+
+# ---- a trained model's folder, read as a shared model folder is ---------------------------------
+
+def _listing(folder):
+    """{relative path: (size, mtime)} of every file below folder."""
+    found = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            found[os.path.relpath(path, folder)] = (os.path.getsize(path),
+                                                    os.stat(path).st_mtime_ns)
+    return found
+
+
+def test_the_modes_that_use_a_model_write_nothing_into_its_folder(trained, dirs, copy_of,
+                                                                  tmp_path, scene_data):
+    logs = copy_of(trained[0])
+    before = _listing(logs)
+    images = os.path.join(scene_data, "ADEChallengeData2016", "images", "validation")
+    out = str(tmp_path / "out")
+    run_fcn("--mode=predict", "--logs_dir=" + logs, "--image=" + images, "--output_dir=" + out,
+            *(SMALL + dirs))
+    run_fcn("--mode=validate", "--logs_dir=" + logs, "--output_dir=" + out, *(SMALL + dirs))
+    run_fcn("--mode=visualize", "--logs_dir=" + logs, "--output_dir=" + out, *(SMALL + dirs))
+    run_fcn("--mode=export", "--logs_dir=" + logs, "--export_dir=" + out, *(SMALL + dirs))
+    assert _listing(logs) == before
+    assert os.path.exists(os.path.join(out, "validation_metrics.json"))
+    assert os.path.exists(os.path.join(out, "panel_0.png"))
+    assert os.path.isdir(os.path.join(out, "3"))  # the export's version folder
+
+
+def test_a_read_only_model_folder_predicts(trained, dirs, tmp_path, scene_data):
+    import subprocess as sp
+    from tests.project import mounted_tmpfs
+    with mounted_tmpfs(str(tmp_path / "ro"), "64m") as mount:
+        logs = os.path.join(mount, "logs")
+        shutil.copytree(trained[0], logs)
+        if sp.run(["mount", "-o", "remount,ro", mount]).returncode != 0:
+            pytest.skip("cannot remount the tmpfs read-only here")
+        try:
+            image = os.path.join(scene_data, "ADEChallengeData2016", "images", "validation",
+                                 "ADE_val_00000001.jpg")
+            out = run_fcn("--mode=predict", "--logs_dir=" + logs, "--image=" + image,
+                          "--output_dir=" + str(tmp_path / "out"), *(SMALL + dirs))
+            assert " -> " in out
+        finally:
+            sp.run(["mount", "-o", "remount,rw", mount])
+
+
+def test_a_mistyped_logs_dir_is_refused_before_anything_is_created(dirs, tmp_path, scene_data):
+    logs = str(tmp_path / "logz")
+    images = os.path.join(scene_data, "ADEChallengeData2016", "images", "validation")
+    out = run_fcn("--mode=predict", "--logs_dir=" + logs, "--image=" + images, *(SMALL + dirs),
+                  expect=2)
+    assert "FCN.py: error: --logs_dir %s does not exist" % logs in out
+    assert not os.path.exists(logs)
+
+
+def test_the_other_modes_take_how_the_model_was_trained_from_its_settings(trained, copy_of,
+                                                                          model_dir, tmp_path,
+                                                                          monkeypatch):
+    logs = copy_of(trained[0])
+    # From another working folder, without --data_dir or --image_size: the run's own (64, and
+    # its data), not the defaults (224, and a download into ./Data_zoo).
+    monkeypatch.chdir(tmp_path)
+    out = run_fcn("--mode=validate", "--logs_dir=" + logs, "--model_dir=" + model_dir,
+                  "--batch_size=2")
+    assert re.search(r"From .*settings\.json \(how the model was trained\): dataset=ade20k, "
+                     r"data_dir=\S+, image_size=64, interpolation=nearest, variant=reference",
+                     out), out[:2000]
+    with open(os.path.join(logs, "validation_metrics.json")) as f:
+        assert json.load(f)["image_size"] == 64
+    assert not os.path.exists(tmp_path / "Data_zoo")
+    # A flag given that differs is used, with a warning.
+    out = run_fcn("--mode=validate", "--logs_dir=" + logs, "--model_dir=" + model_dir,
+                  "--batch_size=2", "--image_size=96")
+    assert ("Warning: --image_size=96 differs from the 64 the model was trained with "
+            "(settings.json); using 96") in out
+    with open(os.path.join(logs, "validation_metrics.json")) as f:
+        assert json.load(f)["image_size"] == 96
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_settings_are_written(dirs, tmp_path):
+    logs = str(tmp_path / "logs")
+    out = run_fcn("--mode=train", "--logs_dir=" + logs, "--image_size=64", "--batch_size=1000",
+                  *dirs, expect=2)
+    assert ("FCN.py: error: --batch_size=1000 is larger than the 8 training records of"
+            in out)
+    assert not os.path.exists(os.path.join(logs, "settings.json"))
+    assert "Loaded conv1_1" not in out  # refused before VGG-19 was read

@@ -145,8 +145,8 @@ def test_an_empty_lock_left_by_an_older_version_is_taken_over(tmp_path):
 
 @pytest.fixture
 def full_tmpfs(tmp_path):
-    """A 1 MiB tmpfs (root only), which the test fills itself."""
-    with mounted_tmpfs(str(tmp_path / "tmpfs"), "1m") as mount_point:
+    """A 4 MiB tmpfs (root only), which the test fills itself."""
+    with mounted_tmpfs(str(tmp_path / "tmpfs"), "4m") as mount_point:
         yield mount_point
 
 

@@ -353,5 +353,5 @@ def test_the_paper_variant_learns_the_toy_scenes(toy_data, full_paper_model_dir,
     with open(os.path.join(logs, "classes.json")) as f:
         assert json.load(f)["variant"] == "paper"
     # The real checkpoint it wrote is refused by the reference.
-    out = run_fcn("--mode=validate", *common[1:], expect=2)
+    out = run_fcn("--mode=validate", "--variant=reference", *common[1:], expect=2)
     assert "is of the paper network, not of --variant=reference" in _one_error_line(out)

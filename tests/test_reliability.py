@@ -495,6 +495,8 @@ def test_a_mat_in_model_dir_that_is_not_vgg19_is_refused_and_kept(content, scene
                    "--data_dir=" + scene_data, "--model_dir=" + str(model), *SMALL)
     assert expected in err
     assert os.path.exists(path)  # the user's file: named, not deleted
+    # Refused before the run recorded its settings: they describe runs that started.
+    assert not os.path.exists(str(tmp_path / "logs" / "settings.json"))
 
 
 # ---- downloads of VGG-19 (and a truncated dataset zip) from a local server --------------------

@@ -1,7 +1,8 @@
-"""Predict in tiles (tiles.py): the spans against hand-worked cases, stitching with a local
-function whose untiled result numpy computes directly, the network's labels in tiles whose kept
-interiors have the context of its whole receptive field equal to an untiled run, and predict's
-peak memory on photos of three sizes, each in a fresh process.
+"""Predict in tiles stage by stage (tiles.py, tiled_network.py): the spans by hand; the stage
+runner on numpy stages whose whole-image result numpy computes directly; the network's labels
+in tiles equal to one pass over the whole image, for both networks, in fp32 and bf16, on sizes
+that cut through every stage; predict's progress line; and (slow) predict's peak memory on
+photos of three sizes, each in a fresh process.
 """
 import os
 import subprocess
@@ -10,63 +11,42 @@ import sys
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
+import datasets
+import network
+import tiled_network
 import tiles
 from tests.make_dataset import make_folder_dataset
+from tests.make_vgg_mat import MEAN_PIXEL, NARROW, vgg19_fc_weights, vgg19_kernels
 from tests.project import FCN_PY, SMALL, run_fcn
-
-# The farthest input pixel that changes an output label of FCN-8s (VGG-19's 16 convolutions,
-# fc6's 7x7 at 1/32 and the three transposed convolutions), measured by perturbing single input
-# columns: 252 pixels; a kept interior with this much context on every side is exact.
-RECEPTIVE_RADIUS = 256
 
 
 # ---- the spans, by hand ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("length, tile, overlap, expected", [
-    # one tile when the axis fits, or tile 0
-    (96, 128, 64, [(0, 96, 0, 96)]),
-    (128, 128, 64, [(0, 128, 0, 128)]),
-    (640, 0, 0, [(0, 640, 0, 640)]),
-    # stride 64; the neighbours' overlaps [64,128), [128,192), [192,256) split in the middle
-    (320, 128, 64, [(0, 128, 0, 96), (64, 192, 96, 160), (128, 256, 160, 224),
-                    (192, 320, 224, 320)]),
-    # the last tile moved back to end at the edge: it overlaps its neighbour by 96
-    (224, 128, 64, [(0, 128, 0, 96), (64, 192, 96, 144), (96, 224, 144, 224)]),
-    # a stride of 128 - 40 = 88 rounded down to 64: the same tiles as overlap 64
-    (320, 128, 40, [(0, 128, 0, 96), (64, 192, 96, 160), (128, 256, 160, 224),
-                    (192, 320, 224, 320)]),
-    (256, 128, 0, [(0, 128, 0, 128), (128, 256, 128, 256)]),
-    (640, 512, 256, [(0, 512, 0, 320), (128, 640, 320, 640)]),
+@pytest.mark.parametrize("length, side, halo, expected", [
+    (96, 128, 16, [(0, 96, 0, 96)]),  # one tile when the axis fits
+    (256, 128, 16, [(0, 128, 0, 144), (128, 256, 112, 256)]),
+    (320, 128, 32, [(0, 128, 0, 160), (128, 256, 96, 288), (256, 320, 224, 320)]),
+    (64, 32, 64, [(0, 32, 0, 64), (32, 64, 0, 64)]),  # a halo past both ends is cut there
 ])
-def test_spans_hand_worked(length, tile, overlap, expected):
-    assert tiles.spans(length, tile, overlap) == expected
+def test_spans_hand_worked(length, side, halo, expected):
+    assert tiles.spans(length, side, halo) == expected
 
 
-@pytest.mark.parametrize("tile, overlap", [(64, 0), (128, 64), (128, 96), (512, 256), (320, 32)])
-def test_kept_ranges_cover_each_pixel_once_with_the_context_promised(tile, overlap):
-    for length in range(32, 2049, 32):
-        result = tiles.spans(length, tile, overlap)
-        assert result[0][2] == 0 and result[-1][3] == length
-        for (s, e, ks, ke), following in zip(result, result[1:] + [None]):
-            assert s % 32 == 0 and e - s == min(tile, length) and 0 <= s <= ks < ke <= e <= length
-            if following is not None:
-                assert following[2] == ke  # abutting, in order
-            if s > 0:
-                assert ks - s >= overlap // 2
-            if e < length:
-                assert e - ke >= overlap // 2
+def test_the_halo_is_the_reach_rounded_up_to_the_grid():
+    stage = tiles.StageGeometry("s", (("x", 1),), ("y", 4), reach=6, grid=4, tile=1)
+    assert tiles.halo(stage) == 8 and tiles.halo(stage._replace(reach=8)) == 8
+    assert tiles.halo(stage._replace(reach=0)) == 0
 
 
-@pytest.mark.parametrize("tile, overlap, problem", [
-    (0, 0, None), (512, 256, None), (64, 32, None),
-    (500, 0, "--tile_size=500: it must be 0 (no tiles) or a positive multiple of 32"),
-    (-32, 0, "--tile_size=-32"),
-    (128, -1, "--tile_overlap=-1: it must be 0 or more"),
-    (128, 100, "--tile_overlap=100 leaves tiles of --tile_size=128 less than 32 new pixels"),
+@pytest.mark.parametrize("tile, problem", [
+    (0, None), (512, None), (64, None),
+    (500, "--tile_size=500: it must be 0 (no tiles) or a positive multiple of 32"),
+    (-32, "--tile_size=-32"),
 ])
-def test_tiling_problem(tile, overlap, problem):
-    found = tiles.tiling_problem(tile, overlap)
+def test_tiling_problem(tile, problem):
+    found = tiles.tiling_problem(tile)
     assert found == problem if problem is None else found.startswith(problem)
 
 
@@ -86,35 +66,160 @@ def test_pad_to_multiple_fills_with_the_mean_pixel():
     np.testing.assert_array_equal(padded[:33], 1.0)
 
 
-# ---- stitching, with a function of known reach -------------------------------------------------
+# ---- the stage runner, on numpy stages of known reach ------------------------------------------
 
-def box_labels(image, radius):
-    """A 'network' whose label at a pixel depends on the pixels within radius: the sum of the
-    (2r+1)^2 window, zero-padded at the crop's borders, modulo 7."""
-    padded = np.pad(image[:, :, 0].astype(np.int64), radius)
-    h, w = image.shape[:2]
-    total = np.zeros((h, w), np.int64)
+def box_sum(x, radius):
+    """Each pixel's sum over the (2 radius + 1)^2 pixels around it, zeros outside (SAME)."""
+    padded = np.pad(x, [(radius, radius), (radius, radius)] + [(0, 0)] * (x.ndim - 2))
+    total = np.zeros_like(x)
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            total += padded[dy:dy + h, dx:dx + w]
-    return (total % 7).astype(np.uint8)
+            total += padded[dy:dy + x.shape[0], dx:dx + x.shape[1]]
+    return total
 
 
-def test_stitched_tiles_equal_the_whole_where_the_overlap_covers_the_reach():
-    rng = np.random.RandomState(0)
-    image = rng.randint(0, 255, (224, 320, 3)).astype(np.uint8)
-    whole = box_labels(image, 5)
-    stitched = tiles.predict_tiled(image, 128, 64, lambda crop: box_labels(crop, 5))
-    np.testing.assert_array_equal(stitched, whole)
-    # Without overlap the seams see zeros where the neighbours' pixels are: the test can fail.
-    seams = tiles.predict_tiled(image, 128, 0, lambda crop: box_labels(crop, 5))
-    differ = seams != whole
-    # The first tile (rows 0..127, columns 0..127) keeps rows 0..111 and columns 0..127: wrong
-    # only within 5 pixels of its seam at column 128.
-    assert differ[:112, 123:128].any() and not differ[:112, :123].any()
+def pool2(x):
+    return x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
 
 
-# ---- the network ------------------------------------------------------------------------------
+# A three-stage "network" in integers (exact whatever the order of the sums): a box and a pool,
+# a wider box at half scale, and a skip that joins the image at full scale again.
+STAGES = (
+    tiles.StageGeometry("box-pool", (("image", 1),), ("a", 2), reach=2, grid=2, tile=1),
+    tiles.StageGeometry("box", (("a", 2),), ("b", 2), reach=6, grid=2, tile=2),
+    tiles.StageGeometry("join", (("b", 2), ("image", 1)), ("c", 1), reach=1, grid=2, tile=1),
+)
+
+
+def numpy_stage(index, inputs):
+    if index == 0:
+        return pool2(box_sum(inputs[0], 1))
+    if index == 1:
+        return box_sum(inputs[0], 3)
+    b, image = inputs
+    return np.repeat(np.repeat(b, 2, axis=0), 2, axis=1) + box_sum(image, 1)
+
+
+def whole(image):
+    a = numpy_stage(0, [image])
+    return numpy_stage(2, [numpy_stage(1, [a]), image])
+
+
+@pytest.mark.parametrize("shape, tile", [((64, 96), 8), ((32, 32), 4), ((96, 64), 32)])
+def test_staged_tiles_equal_the_whole_computation(shape, tile):
+    image = np.random.RandomState(1).randint(0, 100, shape).astype(np.int64)
+    seen = []
+
+    def run(index, crops):
+        seen.append(index)
+        return numpy_stage(index, crops)
+
+    maps = {"image": image}
+    np.testing.assert_array_equal(tiles.run_stages(STAGES, maps, run, tile), whole(image))
+    assert seen == sorted(seen) and len(seen) > 3  # stage by stage, in tiles
+    assert set(maps) == {"c"}  # the maps no later stage reads are dropped
+
+
+def test_a_halo_short_of_the_reach_shows_at_the_seams():
+    image = np.random.RandomState(2).randint(0, 100, (64, 64)).astype(np.int64)
+    short = (STAGES[0], STAGES[1]._replace(reach=2), STAGES[2])
+    got = tiles.run_stages(short, {"image": image}, numpy_stage, 8)
+    assert (got != whole(image)).any()
+
+
+def test_progress_counts_every_tile_of_every_stage():
+    calls = []
+    tiles.run_stages(STAGES, {"image": np.zeros((32, 32), np.int64)}, numpy_stage, 8,
+                     progress=lambda done, total: calls.append((done, total)))
+    expected = sum(len(tiles.stage_tiles(stage, 32, 32, 8)) for stage in STAGES)
+    assert calls == [(k, expected) for k in range(1, expected + 1)]
+
+
+# ---- the network: labels in tiles equal a whole-image pass -------------------------------------
+
+def _graphs(vgg, variant, precision, classes, seed):
+    """(session, the whole network's labels function, the tiled network): one graph, the weights
+    random but for VGG's (the score layers of varied scale, so that the labels vary)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        model = network.Model(vgg, False, precision=precision, classes=classes, variant=variant,
+                              widths=NARROW)
+        tiled = tiled_network.TiledNetwork(vgg[1], variant, precision, classes.num_classes,
+                                           NARROW)
+        sess = tf.Session(graph=graph)
+        sess.run(tf.global_variables_initializer())
+        rng = np.random.RandomState(seed)
+        for variable in tf.global_variables():
+            if not any(part in variable.op.name for part in ("conv", "fc")):
+                shape = variable.shape.as_list()
+                variable.load(rng.standard_normal(shape).astype(np.float32) * 0.3, sess)
+
+    def whole_labels(image, probabilities=False):
+        output = model.probabilities if probabilities else model.pred_annotation
+        out = sess.run(output, {model.image: image[None], model.keep_probability: 1.0})[0]
+        return out if probabilities else out[:, :, 0]
+    return sess, whole_labels, tiled
+
+
+@pytest.fixture(scope="module")
+def narrow_weights():
+    weights = vgg19_kernels(seed=0, widths=NARROW)
+    weights.update(vgg19_fc_weights(seed=0, density=1.0, widths=NARROW))
+    return weights, MEAN_PIXEL
+
+
+def photo(h, w, seed):
+    """A photo-like image: smooth colour regions with noise, so that labels vary in it."""
+    from PIL import Image
+    rng = np.random.RandomState(seed)
+    coarse = rng.randint(0, 255, (h // 24 + 2, w // 24 + 2, 3)).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float64)
+    return np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("variant", [network.REFERENCE, network.PAPER])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiled_labels_equal_a_whole_image_pass(narrow_weights, variant, precision):
+    """Photos of 1024x768, 1000x750 and odd sizes, and one smaller than a tile, padded as
+    predict pads them; tiles of 32 cut every stage many times (1024x768: 768 tiles of its first
+    stage). One of them has a single bright column, which changes labels far from it."""
+    classes = datasets.class_info(datasets.FOLDER, ["c%d" % k for k in range(5)])
+    sess, whole_labels, tiled = _graphs(narrow_weights, variant, precision, classes, seed=3)
+    column = photo(200, 600, seed=9)
+    column[:, 300] = 255
+    cases = [photo(768, 1024, 1), photo(750, 1000, 2), photo(97, 131, 4), photo(40, 50, 5),
+             column]
+    with sess:
+        for k, image in enumerate(cases):
+            padded, _ = tiles.pad_to_multiple(image, tiles.ALIGN, MEAN_PIXEL)
+            expected = whole_labels(padded)
+            got = tiled.labels(sess, padded, 32 if k != 1 else 64)
+            assert got.dtype == np.uint8 and got.shape == padded.shape[:2]
+            assert len(np.unique(expected)) > 1, k  # labels that vary: the equality means much
+            np.testing.assert_array_equal(got, expected, err_msg="image %d" % k)
+        # Not only the labels: every probability, to the last bit.
+        padded, _ = tiles.pad_to_multiple(cases[2], tiles.ALIGN, MEAN_PIXEL)
+        np.testing.assert_array_equal(tiled.probabilities(sess, padded, 32),
+                                      whole_labels(padded, probabilities=True))
+        # The column reaches labels beyond the first stage's halo: the tiles carried the rest.
+        plain = photo(200, 600, seed=9)
+        padded, _ = tiles.pad_to_multiple(plain, tiles.ALIGN, MEAN_PIXEL)
+        differs = np.flatnonzero((whole_labels(padded) != expected).any(axis=0))
+        assert differs.min() < 300 - 16 or differs.max() > 300 + 16
+
+
+def test_tiles_short_of_a_stages_reach_differ_from_the_whole(narrow_weights, monkeypatch):
+    classes = datasets.class_info(datasets.FOLDER, ["c%d" % k for k in range(5)])
+    sess, whole_labels, tiled = _graphs(narrow_weights, network.REFERENCE, "fp32", classes, 3)
+    short = list(tiled_network.GEOMETRY)
+    short[4] = short[4]._replace(reach=0)  # fc6's 7x7 without its neighbours at the seams
+    monkeypatch.setattr(tiled_network, "GEOMETRY", tuple(short))
+    padded, _ = tiles.pad_to_multiple(photo(256, 512, 7), tiles.ALIGN, MEAN_PIXEL)
+    with sess:
+        assert (tiled.labels(sess, padded, 32) != whole_labels(padded)).any()
+
+
+# ---- predict through the command line ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def small_model(module_tmp, model_dir):
@@ -128,58 +233,47 @@ def small_model(module_tmp, model_dir):
     return args, root
 
 
-def photo(h, w, seed):
-    """A photo-like image: smooth colour regions with noise, so that labels vary in it."""
-    from PIL import Image
-    rng = np.random.RandomState(seed)
-    coarse = rng.randint(0, 255, (h // 24 + 2, w // 24 + 2, 3)).astype(np.uint8)
-    smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float64)
-    return np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8)
-
-
-def test_tile_interiors_equal_an_untiled_run(small_model, tmp_path):
-    """Tiles of 640 overlapping by 512: every kept label has 256 pixels of context on each side
-    inside the image, the network's whole reach, so it must equal the untiled run's; one image
-    is cut along its width, the other along its height (each a multiple of 32 and not)."""
+def test_predict_in_tiles_equals_one_pass_and_counts_its_images(small_model, tmp_path):
     args, _ = small_model
     images = str(tmp_path / "in")
     os.makedirs(images)
     for name, (h, w) in {"wide.png": (70, 810), "tall.png": (800, 96)}.items():
         imageio.imwrite(os.path.join(images, name), photo(h, w, seed=len(name)))
     results = {}
-    for label, flags in (("untiled", ["--tile_size=0"]),
-                         ("exact", ["--tile_size=640", "--tile_overlap=512"]),
-                         ("narrow", ["--tile_size=128", "--tile_overlap=0"])):
+    for label, flags in (("whole", ["--tile_size=0"]), ("tiled", ["--tile_size=64"])):
         out_dir = str(tmp_path / label)
         out = run_fcn("--mode=predict", "--image=" + images, "--output_dir=" + out_dir,
                       *(args + flags))
-        assert out.count(" -> ") == 2
+        for k, name in enumerate(sorted(["wide.png", "tall.png"]), 1):
+            assert "[predicted %d/2 images, " % k in out and " images/s, eta " in out
         results[label] = {n: imageio.imread(os.path.join(out_dir, n[:-4] + "_pred.png"))
                           for n in ("wide.png", "tall.png")}
     for name in ("wide.png", "tall.png"):
-        untiled = results["untiled"][name]
-        assert len(np.unique(untiled)) > 1  # labels that vary: an equality that means something
-        np.testing.assert_array_equal(results["exact"][name], untiled)
-        # Tiles without context differ from it, so this comparison can fail.
-        assert (results["narrow"][name] != untiled).any()
+        np.testing.assert_array_equal(results["tiled"][name], results["whole"][name])
+
+
+def test_tile_overlap_is_refused_naming_what_replaced_it(small_model, tmp_path):
+    args, _ = small_model
+    out = run_fcn("--mode=predict", "--image=" + str(tmp_path), "--tile_overlap=256", *args,
+                  expect=2)
+    assert "FCN.py: error: --tile_overlap is no longer used" in out
+    assert "--tile_size alone sets the tiles" in out
 
 
 @pytest.mark.slow
 def test_peak_memory_of_predict_does_not_grow_with_the_photo(full_size_logs, tmp_path):
     """1000x750, 2000x1500 and 4000x3000 photos, each predicted by the full-size network in a
-    fresh process with the same tiles: the peaks are within 1 GiB of each other (untiled,
+    fresh process with the default tiles: the peaks are within 1 GiB of each other (untiled,
     2000x1500 took 6.8 GB and 4000x3000 ran out of 20 GB). What does grow with the photo is the
-    image, its padded float copy, its labels and the overlay (about 0.6 GB at 4000x3000); the
-    network's activations do not. Tiles of 512 without overlap keep the test's cost to the
-    photos' pixels."""
+    image, its padded float copy, the maps between stages, its labels and the overlay; the
+    network's activations do not."""
     _, args = full_size_logs
     peaks = {}
     for w, h in ((1000, 750), (2000, 1500), (4000, 3000)):
         path = str(tmp_path / ("photo_%dx%d.png" % (w, h)))
         imageio.imwrite(path, np.random.RandomState(w).randint(0, 255, (h, w, 3), np.uint8))
         proc = subprocess.Popen([sys.executable, FCN_PY, "--mode=predict", "--image=" + path,
-                                 "--output_dir=" + str(tmp_path / "out"), "--tile_size=512",
-                                 "--tile_overlap=0"] + args,
+                                 "--output_dir=" + str(tmp_path / "out")] + args,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read()[-3000:]
