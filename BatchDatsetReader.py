@@ -39,6 +39,7 @@ import weakref
 
 import numpy as np
 
+import augment
 import datasets
 from datasets import ADE20K
 from guards import FCNError
@@ -53,7 +54,7 @@ DEFAULT_OPTIONS = {"resize": False, "resize_size": None, "interpolation": "neare
                    "num_classes": NUM_CLASSES, "extra_label": None,
                    "dataset": ADE20K.name, "shuffle": True, "seed": DEFAULT_SEED,
                    "drop_remainder": True, "workers": DEFAULT_WORKERS,
-                   "prefetch": DEFAULT_PREFETCH, "shard": (0, 1)}
+                   "prefetch": DEFAULT_PREFETCH, "shard": (0, 1), "augment": None}
 
 
 def stack_batch(pairs, records):
@@ -110,22 +111,36 @@ def batch_plan(n, batch_size, epoch=0, offset=0, drop_remainder=True):
         epoch, offset = epoch + 1, 0
 
 
+def position_after(n, batch_size, steps):
+    """(epoch, offset) of the batch plan (drop_remainder) after steps batches from the start: a
+    resumed run takes up the order where the run it continues stopped."""
+    per_epoch = n // batch_size
+    return steps // per_epoch, (steps % per_epoch) * batch_size
 
-def load_readable(records, order, position, options, unreadable, replace=True):
-    """(record index, image, annotation) for the record at position of order, loaded as the
-    reader's options say, or, when that one is unreadable, for the next readable one after it
-    (wrapping round); without replace, None instead (so that a pass over every record once
-    counts none twice)."""
+
+def load_readable(records, order, position, options, unreadable, replace=True, epoch=0):
+    """(record index, image, annotation) for the record at position of epoch's order, loaded as
+    the reader's options say, or, when that one is unreadable, for the next readable one after
+    it (wrapping round); without replace, None instead (so that a pass over every record once
+    counts none twice). With the augment option, the pair is augmented with the draws of
+    (seed, epoch, position), whichever record fills that position."""
+    augmentation = options["augment"]
     for step in range(len(order) if replace else 1):
         index = int(order[(position + step) % len(order)])
         if index in unreadable:
             continue
         try:
-            return (index,) + load_pair(records[index], options["resize_size"],
-                                        options["num_classes"], options["interpolation"],
-                                        options["extra_label"])
+            image, label = load_pair(records[index],
+                                     None if augmentation else options["resize_size"],
+                                     options["num_classes"], options["interpolation"],
+                                     options["extra_label"])
         except UnreadableFile as e:
             unreadable.add(index, e)
+            continue
+        if augmentation:
+            image, label = augment.augment_pair(
+                image, label, augmentation, augment.generator(options["seed"], epoch, position))
+        return index, image, label
     if not replace:
         return None
     raise FCNError("none of the %d records is readable" % len(order))
@@ -205,7 +220,7 @@ class _Pipeline:
                 # batch one shorter; otherwise the next record takes its place.
                 futures = [self._pool.submit(load_readable, self._records, order, position,
                                              self._options, self._unreadable,
-                                             self._options["drop_remainder"])
+                                             self._options["drop_remainder"], epoch)
                            for position in shard_positions(start, end,
                                                            *self._options["shard"])]
                 self._futures.append(((epoch, start, end), futures))
@@ -301,6 +316,10 @@ def check_options(image_options):
             raise FCNError("image option %s is %r; it must be a whole number of at least 1"
                            % (key, options[key]))
     options["seed"] = int(options["seed"])
+    if options["augment"] is not None and not isinstance(options["augment"],
+                                                         augment.Augmentation):
+        raise FCNError("image option augment is %r; it must be None or an "
+                       "augment.Augmentation" % (options["augment"],))
     index, count = options["shard"]
     if not 0 <= index < count:
         raise FCNError("image option shard is %r; it must be (index, count) with "
@@ -318,7 +337,9 @@ class BatchDatset:
         hold), dataset ('ade20k': whose advice the unreadable-files error gives), shuffle
         (True), seed (0), drop_remainder (True), workers, prefetch (batches, 4),
         shard ((0, 1): with (index, count) next_batch(n) returns part index of count equal
-        parts of the batch of n that one reader would return)."""
+        parts of the batch of n that one reader would return), augment (None, or an
+        augment.Augmentation: each training pair augmented, at that size, instead of
+        resized)."""
         self.records = list(records_list)
         if not self.records:
             raise FCNError("a batch reader needs records, and this split has none; check "
@@ -410,6 +431,14 @@ class BatchDatset:
         records = [self.records[index] for index, _, _ in loaded]
         self.last_batch_records = records
         return stack_batch([(image, label) for _, image, label in loaded], records)
+
+    def resume_after(self, steps, batch_size):
+        """Goes to where a reader that was never stopped would be after steps batches of
+        batch_size from the start."""
+        self._check_open()
+        self._resources.stop_pipeline()
+        self.epochs_completed, self.batch_offset = position_after(
+            len(self.records), self._check_batch_size(batch_size), steps)
 
     def reset_batch_offset(self, offset=0):
         """Goes back (or forward) to position offset of the current epoch's order."""

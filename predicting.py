@@ -35,15 +35,16 @@ METRICS_NAME = "validation_metrics.json"
 # ---- shared by the modes (and training's validation subset) -------------------------------------
 
 def batch_reader(settings, records, classes, shuffle=True, drop_remainder=True, shard=(0, 1),
-                 resize=True):
+                 resize=True, augmentation=None):
     """A BatchDatset of records resized to --image_size as the settings say (or at their own
     sizes, one a batch). shard: (this worker's rank, the number of workers) under
-    --distribute=multi_worker."""
+    --distribute=multi_worker. augmentation: an augment.Augmentation for training's pairs."""
     return BatchDatsetReader.BatchDatset(records, {
         "resize": resize, "resize_size": settings.image_size if resize else None,
         "interpolation": settings.interpolation, "num_classes": classes.num_classes,
         "extra_label": classes.extra_label, "dataset": settings.dataset, "seed": settings.seed,
-        "shuffle": shuffle, "drop_remainder": drop_remainder, "shard": shard})
+        "shuffle": shuffle, "drop_remainder": drop_remainder, "shard": shard,
+        "augment": augmentation})
 
 
 def dataset_records(settings):
