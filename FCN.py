@@ -32,6 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402  (none of these imports TensorFlow)
 
+import augment  # noqa: E402
+import class_weights  # noqa: E402
 import command_line  # noqa: E402
 import datasets  # noqa: E402
 import distribute  # noqa: E402
@@ -74,7 +76,8 @@ DEFINE_string("init_from", "", "Train: start a new run from another model's weig
               "restored; the others start fresh.")
 # ---- training ----
 DEFINE_integer("batch_size", 10, "Images per step (the reference used 2).")
-DEFINE_float("learning_rate", 1e-4, "Adam's learning rate.")
+DEFINE_float("learning_rate", 1e-4, "The learning rate (of Adam, by default; the peak of "
+             "--lr_schedule).")
 DEFINE_integer("image_size", 224, "The square size images are resized to, a multiple of 32 "
                "(predict without --resize keeps each image's size).")
 DEFINE_string("interpolation", "nearest", "How images are resized to --image_size: nearest (the "
@@ -91,6 +94,28 @@ DEFINE_string("precision", "fp32", "fp32, or bf16: the layers computed in bfloat
               "variables, optimizer and loss in float32 (the checkpoints are the same).")
 DEFINE_string("variant", "reference", "reference (the faithful port, its checkpoints) or paper "
               "(FCN-8s as the paper defines it); the checkpoints of one do not fit the other.")
+# ---- the training recipe (docs/recipes.md) ----
+DEFINE_string("augment", "", "Train: augment each training pair: all, or a comma-separated list "
+              "of scale (the shorter side scaled to --image_size times a random factor, then "
+              "a random square crop), flip and photometric. Off by default: each image "
+              "resized to --image_size squared, as the reference did.")
+DEFINE_float("min_scale_factor", 0.5, "With --augment=scale: the smallest factor of the "
+             "random scale.")
+DEFINE_float("max_scale_factor", 2.0, "With --augment=scale: the largest factor of the random "
+             "scale.")
+DEFINE_string("lr_schedule", "constant", "constant (the reference's) or poly: the learning "
+              "rate times (1 - step / --max_iterations) ** 0.9.")
+DEFINE_integer("warmup_steps", 0, "Ramp the learning rate linearly from 0 over this many "
+               "steps.")
+DEFINE_string("optimizer", "adam", "adam (the reference's) or sgd (with --momentum).")
+DEFINE_float("momentum", 0.9, "With --optimizer=sgd: the momentum.")
+DEFINE_float("weight_decay", 0.0, "An L2 penalty, weight_decay / 2 times the sum of the squared "
+             "weights (not the biases), added to the loss; 5e-4 in the FCN paper.")
+DEFINE_string("class_weights", "none", "none, median_frequency (each class weighted by the "
+              "median class frequency over its own, over the training labels) or a JSON file "
+              "holding a list of one weight per class.")
+DEFINE_float("hard_pixel_fraction", 1.0, "The loss averages only this fraction of each batch's "
+             "pixels, those of the highest loss; 1.0 (the default) averages them all.")
 # ---- several devices or machines ----
 DEFINE_string("distribute", "none", "Train on none (one device, the default), mirrored (this "
               "machine's GPUs, or --devices) or multi_worker (the machines TF_CONFIG lists).")
@@ -140,6 +165,8 @@ MAX_IMAGE_SIZE = 4096
 INTERPOLATIONS = ("nearest", "bilinear")
 PRECISIONS = ("fp32", "bf16")
 VARIANTS = ("reference", "paper")
+LR_SCHEDULES = ("constant", "poly")
+OPTIMIZERS = ("adam", "sgd")
 
 
 # ---- the settings ------------------------------------------------------------------------------
@@ -182,7 +209,8 @@ def check_settings(settings):
         raise FCNError("--seed=%d: it must be between 0 and %d (NumPy's seed range)"
                        % (settings.seed, MAX_SEED))
     for name, choices in (("precision", PRECISIONS), ("interpolation", INTERPOLATIONS),
-                          ("variant", VARIANTS)):
+                          ("variant", VARIANTS), ("lr_schedule", LR_SCHEDULES),
+                          ("optimizer", OPTIMIZERS)):
         if getattr(settings, name) not in choices:
             raise FCNError("--%s=%s: use %s" % (name, getattr(settings, name),
                                                 " or ".join(choices)))
@@ -192,6 +220,7 @@ def check_settings(settings):
     if settings.validation_images < 0:
         raise FCNError("--validation_images=%d: it must be 0 (off) or more"
                        % settings.validation_images)
+    check_recipe_settings(settings)
     if settings.mode == "predict":
         check_predict_settings(settings)
     multi_scale.parse_scales(settings.eval_scales)
@@ -209,6 +238,26 @@ def check_settings(settings):
         raise FCNError("--init_from is for --mode=train (a new run from another model's "
                        "weights); the other modes read --logs_dir's checkpoint")
     distribute.check_settings(settings)
+
+
+def check_recipe_settings(settings):
+    augment.parse_parts(settings.augment)
+    low, high = settings.min_scale_factor, settings.max_scale_factor
+    if not (0 < low <= high and math.isfinite(high)):
+        raise FCNError("--min_scale_factor=%g, --max_scale_factor=%g: they must be positive, "
+                       "the first at most the second, e.g. 0.5 and 2.0" % (low, high))
+    if settings.warmup_steps < 0:
+        raise FCNError("--warmup_steps=%d: it must be 0 (off) or more" % settings.warmup_steps)
+    if not 0 <= settings.momentum < 1:
+        raise FCNError("--momentum=%g: it must be at least 0 and below 1, e.g. 0.9"
+                       % settings.momentum)
+    if not (settings.weight_decay >= 0 and math.isfinite(settings.weight_decay)):
+        raise FCNError("--weight_decay=%g: it must be 0 (off) or a positive number, e.g. 5e-4"
+                       % settings.weight_decay)
+    if not 0 < settings.hard_pixel_fraction <= 1:
+        raise FCNError("--hard_pixel_fraction=%g: it must be above 0 and at most 1, e.g. 0.25"
+                       % settings.hard_pixel_fraction)
+    class_weights.check_setting(settings.class_weights)
 
 
 def check_predict_settings(settings):

@@ -292,7 +292,8 @@ def restore(sess, path, var_list, global_step=None):
         raise FCNError("checkpoint %s does not fit this network (%s); point --logs_dir at a "
                        "checkpoint of this FCN-8s" % (path, wrong[0]))
     missing_weights = [n for n in missing
-                       if n.startswith(("inference/", "paper/")) and "/Adam" not in n]
+                       if n.startswith(("inference/", "paper/"))
+                       and "/Adam" not in n and "/Momentum" not in n]
     if missing_weights:
         raise FCNError("checkpoint %s lacks %s; point --logs_dir at a checkpoint of this FCN-8s"
                        % (path, missing_weights[0]))
@@ -493,6 +494,7 @@ def restore_matching(sess, path, var_list):
         except (tf.errors.OpError, ValueError) as e:  # its data cut short or damaged
             raise FCNError("--init_from checkpoint %s cannot be read (%s)"
                            % (path, error_summary(e)))
-    print("Initialised from %s: %d of %d variables restored, the step and Adam start fresh"
+    print("Initialised from %s: %d of %d variables restored, the step and the optimizer's "
+          "slots start fresh"
           % (path, len(restored), len(var_list)))
     return [v.op.name for v in restored]

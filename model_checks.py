@@ -1,5 +1,6 @@
-"""Whether a checkpoint fits the run about to use it: its network (--variant) and its class count
-(--dataset), each refused with one line saying what to pass instead."""
+"""Whether a checkpoint fits the run about to use it: its network (--variant), its class count
+(--dataset) and, to resume training, its optimizer (--optimizer), each refused with one line
+saying what to pass instead."""
 import checkpoints
 import network
 from guards import FCNError
@@ -36,3 +37,15 @@ def check_class_count(checkpoint, classes, settings):
     raise FCNError("checkpoint %s has %d classes but --dataset=%s (%s) has %d; %s"
                    % (checkpoint, count, settings.dataset, settings.data_dir,
                       classes.num_classes, advice))
+
+
+def check_optimizer(checkpoint, optimizer):
+    """FCNError when the checkpoint holds the slots of another optimizer than --optimizer: the
+    run it resumes would start that optimizer's state afresh, silently."""
+    found = network.checkpoint_optimizer(checkpoint)
+    if found is None or found == optimizer:
+        return
+    raise FCNError("checkpoint %s was trained with --optimizer=%s, not %s; resume it with "
+                   "--optimizer=%s, or start a new run in an empty --logs_dir with "
+                   "--init_from=%s (its weights only)"
+                   % (checkpoint, found, optimizer, found, checkpoint))

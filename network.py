@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import TensorflowUtils as utils
+import augment
 import datasets
 import distribute
 import tiles
@@ -46,6 +47,15 @@ FC6_VARIABLES = {REFERENCE: "inference/W6", PAPER: "paper/fc6_w"}
 # logits as the four phase groups its x8 upsampling computes (utils.phase_groups; None for the
 # paper), on which the loss and the argmax are computed without interleaving the logits.
 Outputs = collections.namedtuple("Outputs", "prediction logits phase_groups")
+
+# How a run trains (docs/recipes.md); REFERENCE_RECIPE is the reference's: Adam at a constant
+# rate, the plain mean cross-entropy. pad_label: the label of augmentation's padding, which the
+# loss then ignores too (None: no padding).
+Recipe = collections.namedtuple("Recipe", [
+    "lr_schedule", "warmup_steps", "max_iterations", "optimizer", "momentum", "weight_decay",
+    "class_weights", "hard_pixel_fraction", "pad_label"])
+REFERENCE_RECIPE = Recipe("constant", 0, None, "adam", 0.9, 0.0, None, 1.0, None)
+POLY_POWER = 0.9  # the poly schedule's power (DeepLab's, mmsegmentation's, CSAIL's)
 
 
 # ---- VGG-19 ------------------------------------------------------------------------------------
@@ -119,6 +129,20 @@ def checkpoint_variant(checkpoint):
     prefix = VARIANT_SCOPES[PAPER] + "/"
     names = [name for name, _ in tf.train.list_variables(checkpoint)]
     return PAPER if any(name.startswith(prefix) for name in names) else REFERENCE
+
+
+# The name each optimizer's slots end with in a checkpoint.
+OPTIMIZER_SLOTS = {"adam": "/Adam", "sgd": "/Momentum"}
+
+
+def checkpoint_optimizer(checkpoint):
+    """The optimizer whose slots a checkpoint holds ('adam', 'sgd'), or None when it holds
+    none."""
+    names = [name for name, _ in tf.train.list_variables(checkpoint)]
+    for optimizer, suffix in OPTIMIZER_SLOTS.items():
+        if any(name.endswith(suffix) for name in names):
+            return optimizer
+    return None
 
 
 def pretrained_variable_names(variant):
@@ -363,10 +387,87 @@ def pixel_loss(logits, annotation, ignore_label=None, axis=None, phase_groups=No
         return tf.add_n(summed) / counted
 
 
-def training_op(loss, var_list, learning_rate=LEARNING_RATE, debug=False, global_step=None):
-    """The Adam update of var_list (the reference's training op). global_step, when given, is
-    incremented by each update."""
-    optimizer = tf.train.AdamOptimizer(learning_rate)
+def recipe_pixel_loss(logits, annotation, ignore_label=None, class_weights=None,
+                      hard_pixel_fraction=1.0, phase_groups=None):
+    """The mean cross-entropy of the recipe: each counted pixel's (label not ignore_label) weighted
+    by its class's weight (class_weights, one per class; 1 when None), over the hard_pixel_fraction
+    of the counted pixels with the highest cross-entropy (all of them at 1.0), normalised by the
+    sum of the weights of the pixels averaged. Annotation int [N,H,W,1]; phase_groups as for
+    pixel_loss."""
+    labels = tf.squeeze(annotation, axis=[3])
+    if phase_groups is None:
+        pairs = [(logits, labels)]
+    else:
+        pairs = list(zip(phase_groups, utils.phase_order(labels, CONV_T3_STRIDE)))
+    with tf.name_scope("entropy"):
+        losses, weights, counteds = [], [], []
+        for scores, group_labels in pairs:
+            if ignore_label is None:
+                counted = tf.ones_like(group_labels, tf.float32)
+            else:
+                group_labels, counted = counted_pixels(group_labels, ignore_label)
+            weight = counted
+            if class_weights is not None:
+                weight = counted * tf.gather(tf.constant(class_weights, tf.float32),
+                                             group_labels)
+            losses.append(tf.reshape(utils.sparse_cross_entropy(scores, group_labels), [-1]))
+            weights.append(tf.reshape(weight, [-1]))
+            counteds.append(tf.reshape(counted, [-1]))
+        losses, weights, counted = (tf.concat(part, axis=0)
+                                    for part in (losses, weights, counteds))
+        if hard_pixel_fraction < 1.0:
+            # The hardest pixels among the counted ones (an ignored pixel ranks below any).
+            k = tf.cast(tf.maximum(tf.math.ceil(hard_pixel_fraction * tf.reduce_sum(counted)),
+                                   1.0), tf.int32)
+            _, hardest = tf.math.top_k(tf.where(counted > 0, losses, -tf.ones_like(losses)), k)
+            losses, weights = tf.gather(losses, hardest), tf.gather(weights, hardest)
+        return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
+
+
+def constant_rate(recipe):
+    """Whether the recipe keeps the learning rate constant, as the reference."""
+    return recipe.lr_schedule == "constant" and not recipe.warmup_steps
+
+
+def learning_rate_at(step, learning_rate, recipe):
+    """The learning rate in force at step (a tensor, the updates made so far): learning_rate,
+    times (1 - step / max_iterations) ** 0.9 for the poly schedule, times step / warmup_steps
+    during the warmup."""
+    step = tf.cast(step, tf.float32)
+    rate = tf.constant(learning_rate, tf.float32)
+    if recipe.lr_schedule == "poly":
+        rate = rate * tf.pow(tf.maximum(1.0 - step / float(recipe.max_iterations), 0.0),
+                             POLY_POWER)
+    if recipe.warmup_steps:
+        rate = rate * tf.minimum(step / float(recipe.warmup_steps), 1.0)
+    return rate
+
+
+def decayed_weights(var_list):
+    """The variables weight decay applies to: the layers' weights (rank 2 and more), not their
+    biases."""
+    return [var for var in var_list if var.shape.ndims >= 2]
+
+
+def weight_decay_loss(var_list, weight_decay):
+    """weight_decay / 2 times the sum of the squared weights of decayed_weights(var_list)."""
+    return weight_decay / 2.0 * tf.add_n([tf.reduce_sum(tf.square(var))
+                                          for var in decayed_weights(var_list)])
+
+
+def optimizer_of(recipe, learning_rate):
+    """Adam (the reference's), or SGD with the recipe's momentum."""
+    if recipe.optimizer == "sgd":
+        return tf.train.MomentumOptimizer(learning_rate, recipe.momentum)
+    return tf.train.AdamOptimizer(learning_rate)
+
+
+def training_op(loss, var_list, learning_rate=LEARNING_RATE, debug=False, global_step=None,
+                recipe=REFERENCE_RECIPE):
+    """The update of var_list by Adam (the reference's training op), or by the recipe's
+    optimizer. learning_rate: a number or a tensor. global_step, when given, is incremented by
+    each update."""
+    optimizer = optimizer_of(recipe, learning_rate)
     grads = optimizer.compute_gradients(loss, var_list=var_list)
     if debug:
         for grad, var in grads:
@@ -393,13 +494,15 @@ class Model:
     tf.distribute strategy, by the same function (a replica's)."""
 
     def __init__(self, vgg, training, debug=False, learning_rate=LEARNING_RATE, precision="fp32",
-                 classes=None, variant=REFERENCE, strategy=None, image_size=None, widths=None):
+                 classes=None, variant=REFERENCE, strategy=None, image_size=None, widths=None,
+                 recipe=REFERENCE_RECIPE):
         """vgg: (weights, mean_pixel), see fcn8s. classes: the datasets.ClassInfo (class count,
         ignore label, colours); ADE20K's when None. variant: 'reference' or 'paper'. strategy:
         a tf.distribute strategy (--distribute) to build the network once per replica, each on
         its equal part of the batch fed; None: one device, as the reference. image_size: the
         side of every image fed (the placeholders' H and W, as the reference's), or None for any
-        size. widths: see fcn8s."""
+        size. widths: see fcn8s. recipe: how training trains (the optimizer, the learning rate's
+        schedule, the loss's weights; Recipe)."""
         classes = classes or datasets.class_info(ADE20K, ["class %d" % k for k in
                                                           range(ADE20K.num_classes)])
         # What training feeds keep_probability: each network's own dropout.
@@ -418,20 +521,37 @@ class Model:
                             precision=precision, num_classes=classes.num_classes,
                             variant=variant, widths=self.widths)
             ignore = classes.loss_ignore_label
-            loss = pixel_loss(outputs.logits, annotation, ignore, phase_groups=outputs.phase_groups)
+            # Training's loss also ignores augmentation's padding, which is never a class.
+            loss_ignore = recipe.pad_label if training and ignore is None else ignore
+            if training and (recipe.class_weights is not None
+                             or recipe.hard_pixel_fraction < 1.0):
+                loss = recipe_pixel_loss(outputs.logits, annotation, loss_ignore,
+                                         recipe.class_weights, recipe.hard_pixel_fraction,
+                                         phase_groups=outputs.phase_groups)
+            else:
+                loss = pixel_loss(outputs.logits, annotation, loss_ignore,
+                                  phase_groups=outputs.phase_groups)
             # Each image's mean cross-entropy (validate weighs every image once, whatever its
             # batch).
             image_losses = pixel_loss(outputs.logits, annotation, ignore, axis=[1, 2],
                                       phase_groups=outputs.phase_groups)
             update = None
             if training:
-                # The replicas' gradients are summed, not averaged: each replica's loss is
+                objective = loss
+                if recipe.weight_decay:
+                    objective = loss + weight_decay_loss(tf.trainable_variables(),
+                                                         recipe.weight_decay)
+                # The replicas' gradients are summed, not averaged: each replica's objective is
                 # divided by their number, so that the update is one device's on the whole
                 # batch (Adam hides a missing division, plain gradient descent would not).
-                update = training_op(loss if replicas == 1 else loss / replicas,
-                                     tf.trainable_variables(), learning_rate=learning_rate,
+                update = training_op(objective if replicas == 1 else objective / replicas,
+                                     tf.trainable_variables(),
+                                     learning_rate=learning_rate if constant_rate(recipe) else
+                                     learning_rate_at(tf.train.get_or_create_global_step(),
+                                                      learning_rate, recipe),
                                      debug=debug,
-                                     global_step=tf.train.get_or_create_global_step())
+                                     global_step=tf.train.get_or_create_global_step(),
+                                     recipe=recipe)
             return outputs.prediction, outputs.logits, loss, image_losses, update
 
         self.widths = resolved_widths(vgg[0], widths)
@@ -445,6 +565,12 @@ class Model:
                 self._build_replicated(strategy, replica, training)
         self.network_variables = tf.trainable_variables()
         self.global_step = tf.train.get_global_step() if training else None
+        self.mean_pixel = vgg[1]
+        # The rate in force, for the log line and TensorBoard; None when it is the constant
+        # learning_rate (the reference's).
+        self.learning_rate = None
+        if training and not constant_rate(recipe):
+            self.learning_rate = learning_rate_at(self.global_step, learning_rate, recipe)
         # Each pixel's class probabilities, for the multi-scale average (multi_scale.py).
         self.probabilities = None if training else tf.nn.softmax(self.logits)
         if training:
@@ -483,6 +609,8 @@ class Model:
     def _add_summaries(self, classes):
         """The loss, and the images with their ground truth and prediction in colour."""
         self.loss_summary = tf.summary.scalar("entropy", self.loss)
+        if self.learning_rate is not None:
+            tf.summary.scalar("learning_rate", self.learning_rate)
         palette = tf.constant(datasets.full_palette(classes.palette))  # 255 has a colour too
         colour = lambda labels: tf.gather(palette, tf.squeeze(tf.cast(labels, tf.int32), 3))
         tf.summary.image("input_image", tf.cast(self.image, tf.uint8), max_outputs=2)
@@ -503,8 +631,20 @@ def fed_image_size(settings):
     return settings.image_size if fixed else None
 
 
-def build_model(settings, training, classes, weights_from=None, strategy=None):
-    """(graph, model) of the settings' network (variant, precision, learning rate, debug, seed).
+def recipe_of(settings, classes, class_weights=None):
+    """The Recipe the settings train with; class_weights: the list --class_weights gives."""
+    pads = "scale" in augment.parse_parts(settings.augment)
+    return Recipe(settings.lr_schedule, settings.warmup_steps, settings.max_iterations,
+                  settings.optimizer, settings.momentum, settings.weight_decay,
+                  None if class_weights is None else list(class_weights),
+                  settings.hard_pixel_fraction,
+                  augment.pad_label(classes.loss_ignore_label) if pads else None)
+
+
+def build_model(settings, training, classes, weights_from=None, strategy=None,
+                class_weights=None):
+    """(graph, model) of the settings' network (variant, precision, learning rate, debug, seed)
+    and, for training, its recipe (class_weights: the list --class_weights gives).
 
     weights_from: None to initialise from VGG-19's .mat in --model_dir; or a checkpoint that will
     supply the VGG values, whose widths the variables take: the .mat is then not loaded (only
@@ -522,7 +662,8 @@ def build_model(settings, training, classes, weights_from=None, strategy=None):
         model = Model((weights, mean_pixel), training, debug=settings.debug and training,
                       learning_rate=settings.learning_rate, precision=settings.precision,
                       classes=classes, variant=settings.variant, strategy=strategy,
-                      image_size=fed_image_size(settings), widths=widths)
+                      image_size=fed_image_size(settings), widths=widths,
+                      recipe=recipe_of(settings, classes, class_weights))
     return graph, model
 
 

@@ -48,6 +48,17 @@ class Settings:
     seed: int
     precision: str
     variant: str
+    # the training recipe
+    augment: str
+    min_scale_factor: float
+    max_scale_factor: float
+    lr_schedule: str
+    warmup_steps: int
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    class_weights: str
+    hard_pixel_fraction: float
     # several devices or machines
     distribute: str
     devices: str

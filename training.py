@@ -9,7 +9,9 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import augment
 import checkpoints
+import class_weights
 import datasets
 import devices
 import distribute
@@ -88,6 +90,7 @@ def run_train(settings):
         init_from = None
         if checkpoint is not None:
             model_checks.check_class_count(checkpoint, classes, settings)
+            model_checks.check_optimizer(checkpoint, settings.optimizer)
             if settings.init_from:
                 print("--init_from ignored: %s resumes from its own checkpoint %s"
                       % (logs_dir, checkpoint))
@@ -98,8 +101,11 @@ def run_train(settings):
         if weights_from is None and init_from is not None and checkpoints.holds_variables(
                 init_from, network.pretrained_variable_names(settings.variant)):
             weights_from = init_from
+        weights = class_weights.class_weights(settings.class_weights, train_records,
+                                              classes.num_classes, settings.data_dir)
         graph, model = network.build_model(settings, True, classes, weights_from,
-                                           strategy=cluster and cluster.strategy)
+                                           strategy=cluster and cluster.strategy,
+                                           class_weights=weights)
         tiled = None
         if settings.eval_scales and cluster is None:
             # The subset scored at --eval_scales of each image's size, as validate scores it.
@@ -121,11 +127,17 @@ def run_train(settings):
                 print("No checkpoint in %s: starting from VGG-19" % logs_dir)
             saver = checkpoints.make_saver(model.saveable, logs_dir) if chief else None
             shard = (0, 1) if cluster is None else (cluster.rank, cluster.num_workers)
-            with predicting.batch_reader(settings, train_records, classes,
-                                         shard=shard) as train_reader, \
+            augmentation = augment.augmentation_of(
+                settings.augment, settings.image_size, settings.min_scale_factor,
+                settings.max_scale_factor, model.mean_pixel, classes.loss_ignore_label,
+                settings.interpolation)
+            with predicting.batch_reader(settings, train_records, classes, shard=shard,
+                                         augmentation=augmentation) as train_reader, \
                     predicting.batch_reader(settings, valid_records, classes,
                                             shard=shard) as valid_reader, \
                     StopRequest() as stop:
+                if step:  # the batches a run that was never stopped would see next
+                    train_reader.resume_after(step, settings.batch_size)
                 writers = [None, None]
                 if chief:
                     writers = [tf.summary.FileWriter(os.path.join(logs_dir, "train"), sess.graph),
@@ -230,6 +242,8 @@ class Loop:
         feed = {model.image: images, model.annotation: annotations,
                 model.keep_probability: model.training_keep_probability}
         fetches = {"update": model.train_op, "loss": model.loss}
+        if model.learning_rate is not None:
+            fetches["learning_rate"] = model.learning_rate
         if with_summary:
             fetches["summary"] = model.train_summary
         if self.cluster is not None:
@@ -252,8 +266,11 @@ class Loop:
             self.train_writer.add_summary(results["summary"], step)
         rate, eta = window.rate_and_eta(self.settings.max_iterations - step)
         replicas = "" if self.cluster is None else " on %d replicas" % self.cluster.replicas
-        print("%s step %d loss %.5f images/s %.2f%s eta %s"
-              % (now(), step, float(results["loss"]), rate, replicas, format_duration(eta)))
+        rate_in_force = ("" if "learning_rate" not in results
+                         else " lr %.3g" % float(results["learning_rate"]))
+        print("%s step %d loss %.5f%s images/s %.2f%s eta %s"
+              % (now(), step, float(results["loss"]), rate_in_force, rate, replicas,
+                 format_duration(eta)))
         warning = window.slow_warning(eta)
         if warning:
             print(warning)

@@ -38,11 +38,21 @@ def the_batch():
     return images, annotations
 
 
-def build(vgg, widths, strategy=None):
+# SGD with momentum, weight decay, class weights and the poly schedule: plain SGD shows a merged
+# gradient off by the replica count, which Adam hides, and weight decay is added per replica.
+RECIPE_RATE = 0.01
+RECIPE = network.REFERENCE_RECIPE._replace(
+    lr_schedule="poly", max_iterations=10, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+    class_weights=list(np.linspace(0.5, 2.0, 151)))
+
+
+def build(vgg, widths, strategy=None, recipe=network.REFERENCE_RECIPE,
+          learning_rate=network.LEARNING_RATE):
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(0)
-        model = network.Model(vgg, training=True, strategy=strategy, widths=widths)
+        model = network.Model(vgg, training=True, strategy=strategy, widths=widths,
+                              recipe=recipe, learning_rate=learning_rate)
         by_name = {v.op.name: v for v in model.saveable}
         saver = tf.train.Saver(model.saveable)
     return graph, model, by_name, saver
@@ -99,6 +109,25 @@ def main(model_dir, work_dir, result_path):
         checkpoints.restore(sess, mirrored, model.saveable, model.global_step)
         back = values(sess, by_name, CHECKED + slots)
         plain_names = sorted(v.op.name for v in model.saveable)
+
+    # The recipe's step, from the same start, on one device and on the two replicas.
+    updates = []
+    for strategy in (None, cluster.strategy):
+        graph, model, by_name, saver = build(vgg, widths, strategy, RECIPE, RECIPE_RATE)
+        config = None if strategy is None else cluster.config
+        with graph.as_default(), tf.Session(graph=graph, config=config) as sess:
+            sess.run(tf.global_variables_initializer())
+            checkpoints.restore(sess, start, model.saveable, model.global_step)
+            before = values(sess, by_name, CHECKED)
+            # One image twice: each replica's class-weighted mean is then normalised by the
+            # same weights as the whole batch's (with different halves it would be by their own).
+            feed = {model.image: images[[0, 0]], model.annotation: annotations[[0, 0]],
+                    model.keep_probability: 1.0}
+            sess.run(model.train_op, feed)
+            after = values(sess, by_name, CHECKED)
+            updates.append({n: after[n] - before[n] for n in CHECKED})
+    result["recipe_update_difference"] = largest_relative(updates[1], updates[0])
+    result["recipe_update_largest"] = min(float(np.max(np.abs(u))) for u in updates[0].values())
 
     result.update(
         losses=[one_loss, two_loss], devices=devices, copies_equal=copies_equal,

@@ -189,6 +189,13 @@ def test_one_step_on_two_replicas_is_one_devices_step_on_the_whole_batch(mirrore
     assert abs(step["losses"][0] - step["losses"][1]) < 1e-4 * abs(step["losses"][0])
 
 
+def test_the_recipes_sgd_step_on_two_replicas_is_one_devices(mirrored_step):
+    # SGD with momentum, weight decay, class weights and poly: the update is the gradient itself,
+    # so a merged gradient or a weight decay off by the replica count would show as a factor 2.
+    assert mirrored_step["recipe_update_largest"] > 0
+    assert mirrored_step["recipe_update_difference"] < 1e-3
+
+
 def test_checkpoints_go_from_one_device_to_mirrored_and_back_unchanged(mirrored_step):
     assert mirrored_step["plain_to_mirrored"] == 0.0
     assert mirrored_step["mirrored_to_plain"] == 0.0
