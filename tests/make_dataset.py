@@ -66,15 +66,17 @@ def random_shape(rows, cols, rng):
     return ((rows - cy) / (h / 2.0)) ** 2 + ((cols - cx) / (w / 2.0)) ** 2 <= 1.0
 
 
-def _draw_scene(height, width, rng, classes=tuple(SCENE_CLASSES)):
-    """(rgb uint8 [h,w,3], label uint8 [h,w]) of one scene with objects of the given classes."""
+def _draw_scene(height, width, rng, classes=tuple(SCENE_CLASSES), colours=None):
+    """(rgb uint8 [h,w,3], label uint8 [h,w]) of one scene with objects of the given classes,
+    each class in its colour (CLASS_COLOURS unless colours is given) and texture."""
+    colours = colours or CLASS_COLOURS
     rows, cols = np.mgrid[0:height, 0:width]
     label = np.zeros((height, width), np.uint8)
     for _ in range(rng.integers(2, 4)):
         cls = int(rng.choice(list(classes)))
         label[random_shape(rows, cols, rng)] = cls
     image = np.zeros((height, width, 3), np.float64)
-    for cls, colour in CLASS_COLOURS.items():
+    for cls, colour in colours.items():
         where = label == cls
         if where.any():
             shade = 0.7 + 0.3 * _texture(cls, rows, cols, rng)
@@ -91,6 +93,32 @@ def _write_pair(dataset_dir, split, name, size_range, rng, grayscale=False, anno
     imageio.imwrite(os.path.join(dataset_dir, "images", split, name + ".jpg"), image, quality=95)
     if annotate:
         imageio.imwrite(os.path.join(dataset_dir, "annotations", split, name + ".png"), label)
+
+
+def make_scale_shift_dataset(root, n_train=40, n_val=10, size=64, val_scale=2, seed=0):
+    """Writes <root>/ADEChallengeData2016 whose classes differ only by texture (one grey for
+    all), the training scenes size x size and the validation scenes drawn the same way and then
+    enlarged val_scale times (nearest neighbour): objects and textures at val_scale times the
+    training's scale, which a network trained at one scale does not recognise. What
+    augmentation's random scale is for (tests/test_learning.py). Returns the folder."""
+    rng = np.random.default_rng(seed)
+    dataset_dir = os.path.join(root, DATASET_FOLDER)
+    for kind in ("images", "annotations"):
+        for split in ("training", "validation"):
+            os.makedirs(os.path.join(dataset_dir, kind, split), exist_ok=True)
+    grey = {cls: (128, 128, 128) for cls in CLASS_COLOURS}
+    for split, count, scale, name in (("training", n_train, 1, train_name),
+                                      ("validation", n_val, val_scale, val_name)):
+        for index in range(1, count + 1):
+            image, label = _draw_scene(size, size, rng, colours=grey)
+            image = np.kron(image, np.ones((scale, scale, 1), np.uint8))
+            label = np.kron(label, np.ones((scale, scale), np.uint8))
+            imageio.imwrite(os.path.join(dataset_dir, "images", split, name(index) + ".png"),
+                            image)
+            imageio.imwrite(os.path.join(dataset_dir, "annotations", split,
+                                         name(index) + ".png"), label)
+    write_object_info(os.path.join(dataset_dir, "objectInfo150.txt"))
+    return dataset_dir
 
 
 def write_object_info(path):

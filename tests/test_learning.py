@@ -1,6 +1,7 @@
 """FCN-8s learns the toy scene set, end to end through train and validate: the full-size network
 in fp32, and bf16 as fp32 does on the narrow one (the same topology; what is compared is the
-arithmetic).
+arithmetic); and --augment makes the narrow one recognise objects at a scale training did not
+show.
 
 Slow (minutes on 2 cores): deselect locally with  -m "not slow". The bf16 comparison runs only
 where bfloat16 is native (see devices.native_bf16).
@@ -77,3 +78,31 @@ def test_bf16_learns_as_fp32_does(learned):
           % (fp32["pixel_accuracy"], bf16["pixel_accuracy"], fp32_losses, bf16_losses))
     assert abs(bf16["pixel_accuracy"] - fp32["pixel_accuracy"]) < ACCURACY_TOLERANCE
     assert abs(np.mean(bf16_losses[-2:]) - np.mean(fp32_losses[-2:])) < LOSS_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def scale_shift_data(module_tmp):
+    from tests.make_dataset import make_scale_shift_dataset
+    data = str(module_tmp("scale_shift"))
+    make_scale_shift_dataset(data, n_train=40, n_val=10, seed=0)
+    return data
+
+
+@pytest.mark.slow
+def test_augmentation_helps_objects_at_another_scale(scale_shift_data, model_dir, module_tmp):
+    # Classes told apart by texture alone; validation objects twice the training's scale, scored
+    # at each image's own size. Same seed, steps and rate; only --augment differs.
+    scores = {}
+    for augment in ("", "scale,flip"):
+        logs = str(module_tmp("logs-augment-%s" % (augment.replace(",", "-") or "off")))
+        common = ["--data_dir=" + scale_shift_data, "--model_dir=" + model_dir,
+                  "--logs_dir=" + logs, "--image_size=64", "--batch_size=4",
+                  "--learning_rate=1e-3"]
+        run_fcn("--mode=train", "--max_iterations=300", "--log_every=50", "--save_every=300",
+                "--validation_images=0", "--augment=" + augment, *common)
+        run_fcn("--mode=validate", "--eval_scales=1.0", *common)
+        with open(os.path.join(logs, "validation_metrics.json")) as f:
+            scores[augment] = json.load(f)["mean_iou"]
+    print("mean IoU without and with --augment=scale,flip: %.3f, %.3f"
+          % (scores[""], scores["scale,flip"]))
+    assert scores["scale,flip"] > scores[""] + 0.1, scores
