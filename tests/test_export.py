@@ -1,6 +1,7 @@
 """--mode=export: the SavedModel loaded by plain TensorFlow in a process that knows nothing of this
-project, its signature, the TFLite and ONNX files converted from it, the version folders and the
-refusals. One model of the 3-class folder dataset, trained a few steps at 64x64, exported once."""
+project, its signature, the TFLite and ONNX files converted from it, OpenVINO on the SavedModel
+and on the ONNX file, the version folders and the refusals. One model of the 3-class folder
+dataset, trained a few steps at 64x64, exported once."""
 import json
 import os
 import subprocess
@@ -129,7 +130,8 @@ def test_the_saved_model_labels_equal_predict_on_odd_sizes_and_a_batch(exported)
         labels = served["labels%d" % k]
         assert labels.shape == (height, width) and labels.dtype == np.int32
         np.testing.assert_array_equal(labels, predicted[k])
-    assert served["batch_labels"].shape == (2,) + SIZES[1] and served["batch_labels"].dtype == np.int32
+    assert served["batch_labels"].shape == (2,) + SIZES[1]
+    assert served["batch_labels"].dtype == np.int32
     np.testing.assert_array_equal(served["batch_labels"][0], predicted[1])
     np.testing.assert_array_equal(served["batch_labels"][1], predicted[2])
     assert len(np.unique(np.concatenate([p.ravel() for p in predicted]))) > 1  # not one class
@@ -254,13 +256,30 @@ def test_export_image_size_bakes_a_fixed_input(trained, exported, tmp_path):
 
 # ---- ONNX --------------------------------------------------------------------------------------
 
-@pytest.mark.slow  # the conversion takes about 12 GB of memory and a few minutes
-def test_onnx_labels_agree_with_the_saved_model(trained, exported, tmp_path):
-    import onnxruntime
+@pytest.fixture(scope="module")
+def onnx_version_dir(trained, module_tmp):
+    """The version folder of an ONNX export of the trained model, in an export_dir of its own;
+    shared by the tests of the ONNX file, all slow: the conversion takes tens of seconds even
+    on the narrow network."""
     logs, _, flags = trained
-    export_dir = str(tmp_path / "onnx")
+    export_dir = str(module_tmp("onnx") / "export")
     run_fcn("--mode=export", "--export_dir=" + export_dir, "--export_format=onnx", *flags)
-    version_dir = os.path.join(export_dir, str(STEPS))
+    return os.path.join(export_dir, str(STEPS))
+
+
+def _cases(exported):
+    """[(batch of images, the SavedModel's labels of it)]: each test image alone, and images 1
+    and 2 as a batch of 2."""
+    served, images = exported["served"], exported["images"]
+    cases = [(image[None], served["labels%d" % k][None]) for k, image in enumerate(images)]
+    cases.append((np.stack([images[1], images[2]]), served["batch_labels"]))
+    return cases
+
+
+@pytest.mark.slow  # the ONNX conversion (onnx_version_dir)
+def test_onnx_labels_agree_with_the_saved_model(exported, onnx_version_dir):
+    import onnxruntime
+    version_dir = onnx_version_dir
     with open(os.path.join(version_dir, "export.json"), encoding="utf-8") as f:
         manifest = json.load(f)
     print("ONNX: %s" % manifest["files"]["onnx"],
@@ -271,17 +290,66 @@ def test_onnx_labels_agree_with_the_saved_model(trained, exported, tmp_path):
     assert image_input.type == "tensor(uint8)" and len(image_input.shape) == 4
     assert not any(isinstance(d, int) for d in image_input.shape[:3])  # N, H, W dynamic
     names = [output.name for output in session.get_outputs()]
-    served, images = exported["served"], exported["images"]
-    cases = [(image[None], served["labels%d" % k][None]) for k, image in enumerate(images)]
-    cases.append((np.stack([images[1], images[2]]), served["batch_labels"]))
-    for batch, expected in cases:
+    for batch, expected in _cases(exported):
         outputs = dict(zip(names, session.run(None, {image_input.name: batch})))
         labels = next(v for n, v in outputs.items() if "labels" in n)
         assert labels.shape == expected.shape
         assert _agreement(labels, expected) >= 0.999
 
 
-# ---- refusals, and what a failed export leaves ----------------------------------------------------
+# ---- OpenVINO ----------------------------------------------------------------------------------
+
+def _openvino_f32(path):
+    """The model at path (a SavedModel folder or an ONNX file) compiled by OpenVINO for the CPU
+    at float32: its CPU default is bf16 where the CPU has bf16 (AVX512_BF16, AMX)."""
+    import openvino
+    core = openvino.Core()
+    model = core.read_model(path)
+    (image_input,) = model.inputs
+    assert image_input.get_element_type() == openvino.Type.u8
+    assert str(image_input.get_partial_shape()) == "[?,?,?,3]"  # N, H, W dynamic
+    types = {output.get_any_name(): output.get_element_type() for output in model.outputs}
+    assert types == {"labels": openvino.Type.i32, "confidence": openvino.Type.f32}
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    return compiled
+
+
+def _openvino_agreements(compiled, exported):
+    """The share of labels equal to the SavedModel's, for each of _cases."""
+    agreements = []
+    for batch, expected in _cases(exported):
+        labels = compiled(batch)[compiled.output("labels")]
+        assert labels.shape == expected.shape and labels.dtype == np.int32
+        agreements.append(_agreement(labels, expected))
+    return agreements
+
+
+def test_openvino_reads_the_saved_model_and_labels_as_predict_at_f32(exported):
+    compiled = _openvino_f32(exported["version_dir"])
+    for k, image in enumerate(exported["images"]):
+        results = compiled(image[None])
+        labels = results[compiled.output("labels")][0]
+        assert labels.shape == SIZES[k]
+        # --mode=predict's PNG, the SavedModel aside
+        assert _agreement(labels, exported["predicted"][k]) >= 0.999
+        np.testing.assert_allclose(results[compiled.output("confidence")][0],
+                                   exported["served"]["confidence%d" % k], atol=1e-4)
+    agreements = _openvino_agreements(compiled, exported)
+    print("OpenVINO on the SavedModel: labels agreeing with the SavedModel's: %s" % agreements)
+    assert min(agreements) >= 0.999, agreements
+
+
+@pytest.mark.slow  # the ONNX conversion (onnx_version_dir)
+def test_openvino_reads_the_onnx_file_and_agrees_with_the_saved_model_at_f32(exported,
+                                                                            onnx_version_dir):
+    compiled = _openvino_f32(os.path.join(onnx_version_dir, "fcn.onnx"))
+    agreements = _openvino_agreements(compiled, exported)
+    print("OpenVINO on fcn.onnx: labels agreeing with the SavedModel's: %s" % agreements)
+    assert min(agreements) >= 0.999, agreements
+
+
+# ---- refusals, and what a failed export leaves -------------------------------------------------
 
 def _settings(**changes):
     return FCN.current_settings().replace(**dict(changes, mode="export"))
