@@ -189,7 +189,7 @@ def test_the_version_folder_holds_the_model_its_classes_and_nothing_of_adam(expo
 
 # ---- TFLite ------------------------------------------------------------------------------------
 
-# Floors below what was measured on this model (README, "Deploying a model").
+# Floors below what was measured on this model (docs/deploying.md, "Sizes and times").
 TFLITE_FLOORS = {"tflite": 0.999, "tflite_fp16": 0.995, "tflite_int8": 0.95}
 
 
