@@ -26,6 +26,9 @@ def parse_scales(text):
         raise FCNError("--eval_scales=%s: use a comma-separated list of scale factors of each "
                        "image's own size, each above 0 and at most 4, e.g. 1.0 or "
                        "0.5,0.75,1.0,1.25,1.5,1.75" % text)
+    if len(set(scales)) < len(scales):  # a scale given twice would be run and counted twice
+        raise FCNError("--eval_scales=%s: each scale once, please (%g is given twice)"
+                       % (text, next(s for s in scales if scales.count(s) > 1)))
     return scales
 
 

@@ -1,6 +1,7 @@
 """How benchmarks/bench.py and benchmarks/reader_bench.py time and weigh a run: timed runs after
 warm-up, their median, best and spread, runs paired with a reference timed in turn, this
-process's share of the cores, its memory."""
+process's share of the cores, its memory; and a result written for later reading."""
+import json
 import os
 import resource
 import statistics
@@ -91,3 +92,11 @@ def rss_mb():
 
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
+
+
+def write_result(result, json_path):
+    """result written to json_path when one is given (a benchmark's --json); returns result."""
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+    return result

@@ -27,7 +27,6 @@ export on the next run: the export takes minutes, and the ONNX conversion most o
 memory.
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from benchmarks.bench import cpu_model  # noqa: E402
-from benchmarks.measuring import rss_mb  # noqa: E402
+from benchmarks.measuring import rss_mb, write_result  # noqa: E402
 from benchmarks.photos import photo, write_model  # noqa: E402
 
 SIDE = 512
@@ -250,10 +249,7 @@ def main(argv=None):
               "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     print(format_table(summary))
     print("classes in TF's labels: %d" % result["classes_in_tf_labels"])
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return write_result(result, args.json)
 
 
 if __name__ == "__main__":

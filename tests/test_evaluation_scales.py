@@ -39,6 +39,13 @@ def test_a_bad_scale_list_is_one_line(text):
         multi_scale.parse_scales(text)
 
 
+@pytest.mark.parametrize("text, twice", [("1.0,1", "1"), ("0.5,1.0,0.50", "0.5")])
+def test_a_scale_given_twice_is_refused(text, twice):
+    with pytest.raises(FCNError, match=r"--eval_scales=%s: each scale once, please \(%s is "
+                       r"given twice\)" % (text, twice)):
+        multi_scale.parse_scales(text)
+
+
 def test_resize_bilinear_is_tensorflows_half_pixel_bilinear():
     array = np.random.RandomState(0).standard_normal((7, 10, 3)).astype(np.float32)
     for height, width in ((15, 21), (3, 4), (7, 10), (11, 5)):
