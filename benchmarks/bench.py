@@ -240,10 +240,10 @@ def random_vgg_weights(seed=0):
             for name, shape in VGG19_CONV_SHAPES}
 
 
-def build_network(image_size, precision, config, training=True):
+def build_network(image_size, precision, config, training=True, ignore_label=None):
     """A graph with FCN-8s computing in precision and a session with the variables set: for
-    training, with its loss and its Adam step; else as the modes that only predict build it
-    (no dropout). Returns (session, tensors)."""
+    training, with its loss (ignoring ignore_label's pixels) and its Adam step; else as the modes
+    that only predict build it (no dropout). Returns (session, tensors)."""
     import tensorflow.compat.v1 as tf
     import FCN
     import network
@@ -256,7 +256,7 @@ def build_network(image_size, precision, config, training=True):
                                      debug=False, precision=precision)
         tensors = dict(image=image, annotation=annotation, keep_prob=keep_prob, pred=pred)
         if training:
-            loss = FCN.pixel_loss(logits, annotation)
+            loss = FCN.pixel_loss(logits, annotation, ignore_label)
             tensors["train_op"] = FCN.train(loss, tf.trainable_variables(), learning_rate=1e-4,
                                             debug=False)
         init = tf.global_variables_initializer()
