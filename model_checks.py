@@ -3,6 +3,7 @@
 saying what to pass instead."""
 import checkpoints
 import network
+import training_recipe
 from guards import FCNError
 
 
@@ -42,7 +43,7 @@ def check_class_count(checkpoint, classes, settings):
 def check_optimizer(checkpoint, optimizer):
     """FCNError when the checkpoint holds the slots of another optimizer than --optimizer: the
     run it resumes would start that optimizer's state afresh, silently."""
-    found = network.checkpoint_optimizer(checkpoint)
+    found = training_recipe.checkpoint_optimizer(checkpoint)
     if found is None or found == optimizer:
         return
     raise FCNError("checkpoint %s was trained with --optimizer=%s, not %s; resume it with "

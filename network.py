@@ -15,10 +15,10 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import TensorflowUtils as utils
-import augment
 import datasets
 import distribute
 import tiles
+import training_recipe
 import vgg_weights
 from datasets import ADE20K
 from vgg_weights import VGG19_WIDTHS, Widths
@@ -47,15 +47,6 @@ FC6_VARIABLES = {REFERENCE: "inference/W6", PAPER: "paper/fc6_w"}
 # logits as the four phase groups its x8 upsampling computes (utils.phase_groups; None for the
 # paper), on which the loss and the argmax are computed without interleaving the logits.
 Outputs = collections.namedtuple("Outputs", "prediction logits phase_groups")
-
-# How a run trains (docs/recipes.md); REFERENCE_RECIPE is the reference's: Adam at a constant
-# rate, the plain mean cross-entropy. pad_label: the label of augmentation's padding, which the
-# loss then ignores too (None: no padding).
-Recipe = collections.namedtuple("Recipe", [
-    "lr_schedule", "warmup_steps", "max_iterations", "optimizer", "momentum", "weight_decay",
-    "class_weights", "hard_pixel_fraction", "pad_label"])
-REFERENCE_RECIPE = Recipe("constant", 0, None, "adam", 0.9, 0.0, None, 1.0, None)
-POLY_POWER = 0.9  # the poly schedule's power (DeepLab's, mmsegmentation's, CSAIL's)
 
 
 # ---- VGG-19 ------------------------------------------------------------------------------------
@@ -129,20 +120,6 @@ def checkpoint_variant(checkpoint):
     prefix = VARIANT_SCOPES[PAPER] + "/"
     names = [name for name, _ in tf.train.list_variables(checkpoint)]
     return PAPER if any(name.startswith(prefix) for name in names) else REFERENCE
-
-
-# The name each optimizer's slots end with in a checkpoint.
-OPTIMIZER_SLOTS = {"adam": "/Adam", "sgd": "/Momentum"}
-
-
-def checkpoint_optimizer(checkpoint):
-    """The optimizer whose slots a checkpoint holds ('adam', 'sgd'), or None when it holds
-    none."""
-    names = [name for name, _ in tf.train.list_variables(checkpoint)]
-    for optimizer, suffix in OPTIMIZER_SLOTS.items():
-        if any(name.endswith(suffix) for name in names):
-            return optimizer
-    return None
 
 
 def pretrained_variable_names(variant):
@@ -424,50 +401,12 @@ def recipe_pixel_loss(logits, annotation, ignore_label=None, class_weights=None,
         return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
 
 
-def constant_rate(recipe):
-    """Whether the recipe keeps the learning rate constant, as the reference."""
-    return recipe.lr_schedule == "constant" and not recipe.warmup_steps
-
-
-def learning_rate_at(step, learning_rate, recipe):
-    """The learning rate in force at step (a tensor, the updates made so far): learning_rate,
-    times (1 - step / max_iterations) ** 0.9 for the poly schedule, times step / warmup_steps
-    during the warmup."""
-    step = tf.cast(step, tf.float32)
-    rate = tf.constant(learning_rate, tf.float32)
-    if recipe.lr_schedule == "poly":
-        rate = rate * tf.pow(tf.maximum(1.0 - step / float(recipe.max_iterations), 0.0),
-                             POLY_POWER)
-    if recipe.warmup_steps:
-        rate = rate * tf.minimum(step / float(recipe.warmup_steps), 1.0)
-    return rate
-
-
-def decayed_weights(var_list):
-    """The variables weight decay applies to: the layers' weights (rank 2 and more), not their
-    biases."""
-    return [var for var in var_list if var.shape.ndims >= 2]
-
-
-def weight_decay_loss(var_list, weight_decay):
-    """weight_decay / 2 times the sum of the squared weights of decayed_weights(var_list)."""
-    return weight_decay / 2.0 * tf.add_n([tf.reduce_sum(tf.square(var))
-                                          for var in decayed_weights(var_list)])
-
-
-def optimizer_of(recipe, learning_rate):
-    """Adam (the reference's), or SGD with the recipe's momentum."""
-    if recipe.optimizer == "sgd":
-        return tf.train.MomentumOptimizer(learning_rate, recipe.momentum)
-    return tf.train.AdamOptimizer(learning_rate)
-
-
 def training_op(loss, var_list, learning_rate=LEARNING_RATE, debug=False, global_step=None,
-                recipe=REFERENCE_RECIPE):
+                recipe=training_recipe.REFERENCE_RECIPE):
     """The update of var_list by Adam (the reference's training op), or by the recipe's
     optimizer. learning_rate: a number or a tensor. global_step, when given, is incremented by
     each update."""
-    optimizer = optimizer_of(recipe, learning_rate)
+    optimizer = training_recipe.optimizer_of(recipe, learning_rate)
     grads = optimizer.compute_gradients(loss, var_list=var_list)
     if debug:
         for grad, var in grads:
@@ -495,7 +434,7 @@ class Model:
 
     def __init__(self, vgg, training, debug=False, learning_rate=LEARNING_RATE, precision="fp32",
                  classes=None, variant=REFERENCE, strategy=None, image_size=None, widths=None,
-                 recipe=REFERENCE_RECIPE):
+                 recipe=training_recipe.REFERENCE_RECIPE):
         """vgg: (weights, mean_pixel), see fcn8s. classes: the datasets.ClassInfo (class count,
         ignore label, colours); ADE20K's when None. variant: 'reference' or 'paper'. strategy:
         a tf.distribute strategy (--distribute) to build the network once per replica, each on
@@ -537,21 +476,16 @@ class Model:
                                       phase_groups=outputs.phase_groups)
             update = None
             if training:
-                objective = loss
-                if recipe.weight_decay:
-                    objective = loss + weight_decay_loss(tf.trainable_variables(),
-                                                         recipe.weight_decay)
+                objective = training_recipe.with_weight_decay(loss, tf.trainable_variables(),
+                                                              recipe.weight_decay)
+                step = tf.train.get_or_create_global_step()
                 # The replicas' gradients are summed, not averaged: each replica's objective is
                 # divided by their number, so that the update is one device's on the whole
                 # batch (Adam hides a missing division, plain gradient descent would not).
-                update = training_op(objective if replicas == 1 else objective / replicas,
-                                     tf.trainable_variables(),
-                                     learning_rate=learning_rate if constant_rate(recipe) else
-                                     learning_rate_at(tf.train.get_or_create_global_step(),
-                                                      learning_rate, recipe),
-                                     debug=debug,
-                                     global_step=tf.train.get_or_create_global_step(),
-                                     recipe=recipe)
+                update = training_op(
+                    objective if replicas == 1 else objective / replicas,
+                    tf.trainable_variables(), debug=debug, global_step=step, recipe=recipe,
+                    learning_rate=training_recipe.rate_in_force(learning_rate, recipe, step))
             return outputs.prediction, outputs.logits, loss, image_losses, update
 
         self.widths = resolved_widths(vgg[0], widths)
@@ -569,8 +503,9 @@ class Model:
         # The rate in force, for the log line and TensorBoard; None when it is the constant
         # learning_rate (the reference's).
         self.learning_rate = None
-        if training and not constant_rate(recipe):
-            self.learning_rate = learning_rate_at(self.global_step, learning_rate, recipe)
+        if training and not training_recipe.constant_rate(recipe):
+            self.learning_rate = training_recipe.learning_rate_at(self.global_step,
+                                                                  learning_rate, recipe)
         # Each pixel's class probabilities, for the multi-scale average (multi_scale.py).
         self.probabilities = None if training else tf.nn.softmax(self.logits)
         if training:
@@ -631,16 +566,6 @@ def fed_image_size(settings):
     return settings.image_size if fixed else None
 
 
-def recipe_of(settings, classes, class_weights=None):
-    """The Recipe the settings train with; class_weights: the list --class_weights gives."""
-    pads = "scale" in augment.parse_parts(settings.augment)
-    return Recipe(settings.lr_schedule, settings.warmup_steps, settings.max_iterations,
-                  settings.optimizer, settings.momentum, settings.weight_decay,
-                  None if class_weights is None else list(class_weights),
-                  settings.hard_pixel_fraction,
-                  augment.pad_label(classes.loss_ignore_label) if pads else None)
-
-
 def build_model(settings, training, classes, weights_from=None, strategy=None,
                 class_weights=None):
     """(graph, model) of the settings' network (variant, precision, learning rate, debug, seed)
@@ -663,7 +588,7 @@ def build_model(settings, training, classes, weights_from=None, strategy=None,
                       learning_rate=settings.learning_rate, precision=settings.precision,
                       classes=classes, variant=settings.variant, strategy=strategy,
                       image_size=fed_image_size(settings), widths=widths,
-                      recipe=recipe_of(settings, classes, class_weights))
+                      recipe=training_recipe.recipe_of(settings, classes, class_weights))
     return graph, model
 
 

@@ -24,6 +24,7 @@ import FCN  # noqa: E402
 import checkpoints  # noqa: E402
 import distribute  # noqa: E402
 import network  # noqa: E402
+import training_recipe  # noqa: E402
 import vgg_weights  # noqa: E402
 
 CHECKED = ["inference/conv1_1_w", "inference/conv4_2_b", "inference/W6", "inference/W8",
@@ -41,12 +42,12 @@ def the_batch():
 # SGD with momentum, weight decay, class weights and the poly schedule: plain SGD shows a merged
 # gradient off by the replica count, which Adam hides, and weight decay is added per replica.
 RECIPE_RATE = 0.01
-RECIPE = network.REFERENCE_RECIPE._replace(
+RECIPE = training_recipe.REFERENCE_RECIPE._replace(
     lr_schedule="poly", max_iterations=10, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
     class_weights=list(np.linspace(0.5, 2.0, 151)))
 
 
-def build(vgg, widths, strategy=None, recipe=network.REFERENCE_RECIPE,
+def build(vgg, widths, strategy=None, recipe=training_recipe.REFERENCE_RECIPE,
           learning_rate=network.LEARNING_RATE):
     graph = tf.Graph()
     with graph.as_default():

@@ -10,12 +10,13 @@ import tensorflow.compat.v1 as tf
 
 import class_weights
 import network
+import training_recipe
 from guards import FCNError
 from tests.project import SMALL, run_fcn
 
 
 def _recipe(**changes):
-    return network.REFERENCE_RECIPE._replace(**changes)
+    return training_recipe.REFERENCE_RECIPE._replace(**changes)
 
 
 def _softmax_cross_entropy(logits, labels):
@@ -32,20 +33,20 @@ def test_the_learning_rate_follows_poly_and_the_warmup():
     steps = [0, 1, 5, 10, 50, 99, 100, 120]
     with tf.Graph().as_default(), tf.Session() as sess:
         step = tf.placeholder(tf.int64, [])
-        poly = network.learning_rate_at(step, 0.01, _recipe(lr_schedule="poly",
+        poly = training_recipe.learning_rate_at(step, 0.01, _recipe(lr_schedule="poly",
                                                             max_iterations=100))
-        warm = network.learning_rate_at(step, 0.01, _recipe(lr_schedule="poly",
+        warm = training_recipe.learning_rate_at(step, 0.01, _recipe(lr_schedule="poly",
                                                             max_iterations=100,
                                                             warmup_steps=10))
-        flat_warm = network.learning_rate_at(step, 0.01, _recipe(warmup_steps=4))
+        flat_warm = training_recipe.learning_rate_at(step, 0.01, _recipe(warmup_steps=4))
         values = [sess.run([poly, warm, flat_warm], {step: s}) for s in steps]
     for s, (p, w, f) in zip(steps, values):
         expected_poly = 0.01 * max(1 - s / 100, 0) ** 0.9
         assert p == pytest.approx(expected_poly, rel=1e-5, abs=1e-12)
         assert w == pytest.approx(expected_poly * min(s / 10, 1), rel=1e-5, abs=1e-12)
         assert f == pytest.approx(0.01 * min(s / 4, 1), rel=1e-5)
-    assert network.constant_rate(network.REFERENCE_RECIPE)
-    assert not network.constant_rate(_recipe(warmup_steps=1))
+    assert training_recipe.constant_rate(training_recipe.REFERENCE_RECIPE)
+    assert not training_recipe.constant_rate(_recipe(warmup_steps=1))
 
 
 # ---- SGD and weight decay, through the Model training builds ----------------------------------
@@ -100,7 +101,7 @@ def test_sgd_carries_momentum_into_the_second_step():
         x = tf.constant([[1.0, 2.0]])
         loss = tf.reduce_sum(tf.square(tf.matmul(x, w) + b))
         recipe = _recipe(optimizer="sgd", momentum=0.9, weight_decay=0.1)
-        objective = loss + network.weight_decay_loss([w, b], 0.1)
+        objective = loss + training_recipe.weight_decay_loss([w, b], 0.1)
         update = network.training_op(objective, [w, b], learning_rate=0.01, recipe=recipe)
         sess.run(tf.global_variables_initializer())
         sess.run(update)
