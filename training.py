@@ -17,11 +17,13 @@ import devices
 import distribute
 import evaluation
 import image_files
+import memory_estimate
 import metrics
 import model_checks
 import network
 import predicting
 import run_settings
+import vgg_weights
 from progress import format_duration
 from guards import (FCNError, StopRequest, TrainLock, ensure_writable_dir, write_json_atomically,
                     writing)
@@ -38,6 +40,21 @@ def slow_cpu_warning(eta_seconds, gpus):
     return ("Warning: training on the CPU only; at this pace the run needs about %s more. A GPU "
             "is far faster (README, Set-up), or lower --max_iterations or --image_size"
             % format_duration(eta_seconds))
+
+
+def memory_warning(settings, classes, weights_from, cluster):
+    """memory_estimate's warning line when this run may need more memory than this machine has
+    available, else None. weights_from: the checkpoint that will supply the weights, whose
+    widths the network takes, else the .mat's. Not on a GPU: the activations are in its
+    memory, and TensorFlow reports running out of that itself."""
+    if devices.gpu_names(tf):
+        return None
+    widths = (vgg_weights.file_widths(settings.model_dir) if weights_from is None
+              else network.checkpoint_widths(weights_from, settings.variant))
+    local_batch = settings.batch_size // (1 if cluster is None else cluster.num_workers)
+    return memory_estimate.training_warning(
+        memory_estimate.available_bytes(), settings.variant, settings.precision,
+        settings.optimizer, local_batch, settings.image_size, classes.num_classes, widths)
 
 
 def checked_records(settings, classes):
@@ -101,6 +118,9 @@ def run_train(settings):
         if weights_from is None and init_from is not None and checkpoints.holds_variables(
                 init_from, network.pretrained_variable_names(settings.variant)):
             weights_from = init_from
+        warning = memory_warning(settings, classes, weights_from, cluster)
+        if warning:  # before the .mat is read and the graph built, which take the memory
+            print(warning)
         weights = class_weights.class_weights(settings.class_weights, train_records,
                                               classes.num_classes, settings.data_dir)
         graph, model = network.build_model(settings, True, classes, weights_from,

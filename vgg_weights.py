@@ -258,6 +258,16 @@ def read_mean_pixel(path):
     return mean_pixel_of(load_mat(path, variable_names=("normalization", "meta")), path)
 
 
+def file_widths(model_dir):
+    """The Widths of the .mat in model_dir, reading only its fcn_widths (not its weights);
+    VGG-19's when it declares none, is not there yet or cannot be read (loading it says why)."""
+    path = os.path.join(model_dir, VGG19_FILE_NAME)
+    try:
+        return declared_widths(load_mat(path, variable_names=(WIDTHS_VARIABLE,)), path)
+    except FCNError:
+        return VGG19_WIDTHS
+
+
 # ---- what the network is built from ------------------------------------------------------------
 
 def load_vgg(model_dir, with_fc=False):
