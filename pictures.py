@@ -35,10 +35,18 @@ def colorize(labels, palette):
     return full_palette(palette)[labels.astype(np.intp)]
 
 
-def blend(image, colours, alpha=0.5):
-    """The colour map laid over the image, alpha of the colours (both uint8 RGB, same size)."""
-    mixed = (1 - alpha) * np.asarray(image, np.float32) + alpha * np.asarray(colours, np.float32)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+def blend(image, colours, alpha=0.5, band=256):
+    """The colour map laid over the image, alpha of the colours (both uint8 RGB, same size).
+    Done `band` rows at a time: float32 temporaries at a large photo's size would make the
+    overlay, not the network, predict's peak memory."""
+    image, colours = np.asarray(image), np.asarray(colours)
+    out = np.empty(image.shape, np.uint8)
+    for start in range(0, image.shape[0], band):
+        rows = slice(start, start + band)
+        mixed = ((1 - alpha) * image[rows].astype(np.float32)
+                 + alpha * colours[rows].astype(np.float32))
+        out[rows] = np.clip(np.rint(mixed), 0, 255)
+    return out
 
 
 def with_legend(picture, labels_present, class_names, palette):

@@ -66,8 +66,13 @@ def restored_session(settings, classes):
     graph, model = network.build_model(settings, False, classes, weights_from=checkpoint)
     with graph.as_default():
         sess = tf.Session(config=network.session_config(), graph=graph)
-        sess.run(tf.global_variables_initializer())
+        # The restore initialises the variables it fills. Running every initializer first would
+        # hold the weights twice at once (the initial values, and the file's, all read before
+        # they are assigned), a peak that lasts. Only what the file lacks gets its initial value.
         checkpoints.restore(sess, checkpoint, model.saveable)
+        left = {name.decode() for name in sess.run(tf.report_uninitialized_variables())}
+        sess.run(tf.variables_initializer([v for v in tf.global_variables()
+                                           if v.op.name in left]))
     return model, sess, checkpoint, checkpoints.saved_step(checkpoint)
 
 
@@ -98,19 +103,26 @@ class Passes:
     def _padded(self, image):
         return tiles.pad_to_multiple(image, tiles.ALIGN, self.mean_pixel)
 
+    def _tiled_input(self, image):
+        # The tiles are cut from the image as it is and padded one by one: a float32 copy of
+        # the whole image would be held all through the stages, read by the first alone.
+        return tiles.PaddedImage(image, tiles.ALIGN, self.mean_pixel), image.shape[:2]
+
     def labels(self, image):
-        padded, (height, width) = self._padded(image)
         if self.whole:
+            padded, (height, width) = self._padded(image)
             labels = predicted_labels(self.sess, self.model, padded[None])[0, :, :, 0]
             return labels[:height, :width].astype(np.uint8)
+        padded, (height, width) = self._tiled_input(image)
         return self.tiled.labels(self.sess, padded, self.tile(), self.progress)[:height, :width]
 
     def probabilities(self, image):
-        padded, (height, width) = self._padded(image)
         if self.whole:
+            padded, (height, width) = self._padded(image)
             out = self.sess.run(self.model.probabilities, {self.model.image: padded[None],
                                                            self.model.keep_probability: 1.0})
             return out[0, :height, :width]
+        padded, (height, width) = self._tiled_input(image)
         return self.tiled.probabilities(self.sess, padded, self.tile(),
                                         self.progress)[:height, :width]
 

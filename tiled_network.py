@@ -78,8 +78,8 @@ class TiledNetwork:
 
     def labels(self, sess, image, tile, progress=None):
         """The uint8 labels [H, W] of image float32 [H, W, 3] (H, W multiples of 32, padded
-        with the mean pixel), stage by stage in tiles of base side `tile`; progress(done,
-        total) after each tile."""
+        with the mean pixel; or a tiles.PaddedImage), stage by stage in tiles of base side
+        `tile`; progress(done, total) after each tile."""
         return self._run(sess, image, tile, progress, probabilities=False)
 
     def probabilities(self, sess, image, tile, progress=None):

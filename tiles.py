@@ -35,6 +35,35 @@ def pad_to_multiple(image, multiple, fill):
     return padded, (h, w)
 
 
+class PaddedImage:
+    """An image as pad_to_multiple pads it, without that float32 copy at the image's size: each
+    crop (image[rows, cols], slices) is padded and converted as it is cut, to the same values.
+    The first stage's tiles are cut from it; the uint8 image is a quarter of the float one."""
+
+    def __init__(self, image, multiple, fill):
+        self.image, self.fill = image, np.asarray(fill, dtype=np.float32)
+        h, w = image.shape[:2]
+        self.shape = (-(-h // multiple) * multiple, -(-w // multiple) * multiple) + image.shape[2:]
+
+    def __getitem__(self, key):
+        (y0, y1, _), (x0, x1, _) = (part.indices(side) for part, side in zip(key, self.shape))
+        h, w = self.image.shape[:2]
+        crop = np.empty((y1 - y0, x1 - x0) + self.shape[2:], dtype=np.float32)
+        crop[:] = self.fill
+        crop[:max(0, min(y1, h) - y0), :max(0, min(x1, w) - x0)] = self.image[y0:y1, x0:x1]
+        return crop
+
+
+def aligned_empty(shape, dtype, align=64):
+    """np.empty(shape, dtype) starting on an `align`-byte boundary. TensorFlow feeds such an
+    array to the network as it is, and copies any other first: a stage run whole (one tile,
+    its input the whole map) would otherwise hold its inputs twice."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(int(np.prod(shape)) * dtype.itemsize + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def tiling_problem(tile, align=ALIGN):
     """None when tiles of `tile` pixels can be cut; else what is wrong, in words that name the
     flag. tile 0 means no tiling."""
@@ -69,7 +98,8 @@ def stage_tiles(stage, height, width, tile):
 def run_stages(stages, maps, run, tile, progress=None):
     """The output map of the last of stages, computed stage by stage in tiles.
 
-    maps: {name: array [H, W, ...]} holding the first stage's inputs (H, W multiples of ALIGN).
+    maps: {name: array [H, W, ...] or a PaddedImage} holding the first stage's inputs (H, W
+    multiples of ALIGN).
     run(index, crops) -> the output of stages[index] for its input crops (arrays [h, w, ...]
     in the stages' input order, cut from the same region of the image), covering that region
     at the output's scale. tile: the base tile side in image pixels, a multiple of ALIGN.
@@ -88,8 +118,8 @@ def run_stages(stages, maps, run, tile, progress=None):
                      for source, s in stage.inputs]
             result = np.asarray(run(index, crops))
             if output is None:
-                output = np.empty((height // scale, width // scale) + result.shape[2:],
-                                  result.dtype)
+                output = aligned_empty((height // scale, width // scale) + result.shape[2:],
+                                       result.dtype)
             output[keep_y0 // scale:keep_y1 // scale, keep_x0 // scale:keep_x1 // scale] = \
                 result[(keep_y0 - crop_y0) // scale:(keep_y1 - crop_y0) // scale,
                        (keep_x0 - crop_x0) // scale:(keep_x1 - crop_x0) // scale]

@@ -6,7 +6,7 @@ the network's own rate on one 1024x768 image in one pass, in this process, as th
 
 For each photo: the wall time of `python FCN.py --mode=predict --image=<photo>` less the
 start-up (the median time of the same command on a 64x64 image), its megapixels per second, its
-peak RSS (the child's, from wait4), and the ratio of that rate to the network's whole-image
+peak RSS (its own, from wait4), and the ratio of that rate to the network's whole-image
 rate: 1.0 is predict at the cost of one pass of the network over the photo, nothing more.
 --other PATH runs the same commands with PATH/FCN.py (another checkout, e.g. the code before a
 change) in turn with this one's, run by run, so that both see the same machine. The checkpoint
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,17 +78,17 @@ def one_pass_rate(logs, model_dir, runs):
 
 
 def predict_once(fcn_py, image_path, logs, model_dir, out_dir):
-    """(wall seconds, peak RSS bytes) of one predict in a fresh process."""
+    """(wall seconds, peak RSS bytes) of one predict in a fresh process, the peak its own: this
+    process has held the network, and a child of it would count that peak as its own."""
+    from tests.project import own_peak
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, fcn_py, "--mode=predict", "--image=" + image_path,
-                             "--logs_dir=" + logs, "--model_dir=" + model_dir,
-                             "--output_dir=" + out_dir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    code, stderr, peak = own_peak([sys.executable, fcn_py, "--mode=predict",
+                                   "--image=" + image_path, "--logs_dir=" + logs,
+                                   "--model_dir=" + model_dir, "--output_dir=" + out_dir])
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError("%s failed: %s" % (fcn_py, proc.stderr.read()[-2000:]))
-    return seconds, usage.ru_maxrss * 1024
+    if code != 0:
+        raise RuntimeError("%s failed: %s" % (fcn_py, stderr[-2000:]))
+    return seconds, peak
 
 
 def measure(codes, folder, logs, model_dir, runs):

@@ -61,6 +61,26 @@ def run_program(*args, expect=0, timeout=900, **popen_args):
     return out
 
 
+# A child's ru_maxrss includes the peak of the memory it ran in before its exec: its parent's
+# (Linux keeps it across exec), e.g. a test run's or a benchmark's that has held a network. So the
+# command is started by a small Python that only waits for it and prints its exit code and peak.
+WAITER = ("import os, subprocess, sys\n"
+          "proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+          "_, status, usage = os.wait4(proc.pid, 0)\n"
+          "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n")
+
+
+def own_peak(command, timeout=None):
+    """(exit code, stderr, peak RSS in bytes) of command (a list) run as a child process, the
+    peak its own (see WAITER); its stdout is discarded."""
+    proc = subprocess.run([sys.executable, "-c", WAITER] + list(command), capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:  # the waiter itself failed: say why
+        return proc.returncode, proc.stderr, None
+    code, kib = proc.stdout.split()
+    return int(code), proc.stderr, int(kib) * 1024  # ru_maxrss is in KiB on Linux
+
+
 @contextlib.contextmanager
 def mounted_tmpfs(mount_point, size):
     """A tmpfs of `size` (mount's spelling, e.g. "2m") mounted at mount_point (created) for the
