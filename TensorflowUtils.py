@@ -190,7 +190,8 @@ def phase_groups(x, W, b, stride):
     tensors [N, H, W, half, half, C] (half = stride / 2), the groups (g_row, g_col) = (0, 0),
     (0, 1), (1, 0), (1, 1), whose element [n, i, j, r', r'_col] is the output pixel
     [n, stride*i + half*g_row + r', stride*j + half*g_col + r'_col]. A per-pixel computation
-    (the argmax, the loss) can be done on them before or without the interleave (phase_order arranges labels the same way).
+    (the argmax, the loss) can be done on them before or without the interleave (phase_order
+    arranges labels the same way).
 
     Why it is equal. With SAME padding the transposed convolution puts input pixel q's kernel
     tap t at output row y = stride*q + t - stride/2. Write y = stride*i + r (r the phase) and

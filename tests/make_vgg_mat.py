@@ -33,7 +33,8 @@ def _cell(*items):
 
 def _conv_struct(name, kernel_whio, bias, pad=1):
     # 'weights' first: the reference reads a conv layer's first field as its weights.
-    return {"weights": _cell(kernel_whio.astype(np.float32), bias.reshape(-1, 1).astype(np.float32)),
+    return {"weights": _cell(kernel_whio.astype(np.float32),
+                             bias.reshape(-1, 1).astype(np.float32)),
             "pad": np.array([[pad, pad, pad, pad]], dtype=np.float64),
             "type": "conv", "name": name,
             "stride": np.array([[1, 1]], dtype=np.float64)}

@@ -150,7 +150,8 @@ def test_help_lists_this_projects_flags_by_group(arg):
     assert "  --batch_size  (default: 10)\n      Images per step" in text
     assert "  --debug, --nodebug  (default: off)" in text
     # Grouped as FCN.py's flag block: its headings, in its order.
-    headings = [line for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    headings = [line for line in text.splitlines()
+                if line.endswith(":") and not line.startswith(" ")]
     assert headings[:3] == ["what to run:", "folders:", "the data:"]
     for name in run_settings.field_names():
         assert "--%s" % name in text

@@ -182,7 +182,7 @@ def test_one_scale_without_flip_is_predicts_own_path_on_an_image_larger_than_a_t
     np.testing.assert_array_equal(got, whole)
 
 
-# ---- the confusion files ---------------------------------------------------------------------------
+# ---- the confusion files -------------------------------------------------------------------------
 
 # test_metrics.py's hand-worked matrix: 0 ignored; 1 and 2 confused once each way.
 MATRIX = np.array([[0, 0, 0, 0], [1, 2, 1, 0], [1, 1, 3, 0], [0, 0, 0, 0]])

@@ -1,4 +1,5 @@
-"""The FCN-8s graph: shapes, variable names of the original implementation, checkpoints, learning."""
+"""The FCN-8s graph: shapes, variable names of the original implementation, checkpoints,
+learning."""
 import json
 import os
 import subprocess

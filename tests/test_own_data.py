@@ -219,7 +219,7 @@ def test_ade20k_palette_is_the_official_one():
                                                      (180, 120, 120), (6, 230, 230)]
 
 
-# ---- --init_from ----------------------------------------------------------------------------------
+# ---- --init_from ---------------------------------------------------------------------------------
 
 def _save_source(narrow_vgg, path, original):
     """A 151-class checkpoint of the narrow network with random head weights: this project's
@@ -280,7 +280,7 @@ def test_init_from_on_the_command_line_needs_no_vgg_file(narrow_vgg, folder_data
     assert _class_layer_shapes(logs) == _expected_class_layer_shapes(3)
 
 
-# ---- bad input: exit 2 and one line ---------------------------------------------------------------
+# ---- bad input: exit 2 and one line --------------------------------------------------------------
 
 def _one_line_error(out):
     errors = [line for line in out.splitlines() if line.startswith("FCN.py: error:")]

@@ -66,9 +66,10 @@ def test_generated_dataset_layout_and_learnability(scene_data_dir):
 WIN_IMAGES = [r"C:\Users\me\data\ADEChallengeData2016\images\training\ADE_train_00000002.jpg",
               r"C:\Users\me\data\ADEChallengeData2016\images\training\ADE_train_00000001.jpg",
               r"C:\Users\me\data\ADEChallengeData2016\images\training\ADE_train_00000003.jpg"]
-WIN_ANNOTATIONS = [r"C:\Users\me\data\ADEChallengeData2016\annotations\training\ADE_train_00000001.png",
-                   r"C:\Users\me\data\ADEChallengeData2016\annotations\training\ADE_train_00000002.png",
-                   r"C:\Users\me\data\ADEChallengeData2016\annotations\training\ADE_train_00000003.txt"]
+WIN_ANNOTATIONS = [
+    r"C:\Users\me\data\ADEChallengeData2016\annotations\training\ADE_train_00000001.png",
+    r"C:\Users\me\data\ADEChallengeData2016\annotations\training\ADE_train_00000002.png",
+    r"C:\Users\me\data\ADEChallengeData2016\annotations\training\ADE_train_00000003.txt"]
 
 
 def test_pairing_windows_paths_with_ntpath():
@@ -265,6 +266,7 @@ def test_class_names_without_the_file(tmp_path):
 
 
 def test_class_names_parse_skips_bad_lines():
-    names = scene.parse_class_names(["Idx\tRatio\tTrain\tVal\tName\r\n", "2\t0.1\t1\t1\tbuilding\r\n",
+    names = scene.parse_class_names(["Idx\tRatio\tTrain\tVal\tName\r\n",
+                                     "2\t0.1\t1\t1\tbuilding\r\n",
                                      "999\t0\t0\t0\tbeyond\n", "x\ty\n"])
     assert names[2] == "building" and names[1] == "class 1" and len(names) == 151

@@ -340,7 +340,8 @@ def test_checkpoints_stay_listed_across_restarts_and_all_restore(kill_sequence):
         assert set(kill_sequence[earlier]["listed"]) <= set(kill_sequence[later]["listed"])
     listed = kill_sequence["listed"]
     assert len(listed) >= 4
-    assert kill_sequence["restored_steps"] == [checkpoints.step_from_checkpoint_name(p) for p in listed]
+    assert kill_sequence["restored_steps"] == [checkpoints.step_from_checkpoint_name(p)
+                                               for p in listed]
 
 
 @pytest.mark.slow
