@@ -30,14 +30,13 @@ STREAM = 7  # the generator's fourth seed word: not the epoch order's 0 nor the 
 # What padding is labelled: no dataset's class, and ignored by the loss and the metrics (for
 # ADE20K too, whose loss trains on every label by default).
 PAD_LABEL = 255
-DEFAULT_SCALES = (0.5, 2.0)
 
 Augmentation = collections.namedtuple("Augmentation", [
     "parts",         # the parts of PARTS to apply
     "size",          # the side of the square the pair ends at (--image_size)
     "min_scale",     # the scale factor of the shorter side, drawn from [min_scale, max_scale]
     "max_scale",
-    "mean_pixel",    # what the image is padded with (the network sees it as zero)
+    "mean_pixel",    # what the image is padded with, after the distortion (rounded to uint8)
     "pad_label",     # what the label is padded with: a value the loss and the metrics ignore
     "interpolation",  # how the image is resized when there is no random scale (the reference's)
 ])
@@ -106,8 +105,9 @@ def pad_to(array, size, fill):
 
 def scale_and_crop(image, label, augmentation, rng):
     """The shorter side scaled to size x a factor drawn from [min_scale, max_scale] (the image
-    bilinear, the label nearest), then a size x size crop, padded where the scaled pair is
-    smaller; drawn again while too uniform, CROP_TRIES times in all."""
+    bilinear, the label nearest), then a crop of at most size x size (smaller where the scaled
+    pair is; pad_pair makes it square); drawn again while too uniform, CROP_TRIES times in
+    all."""
     size = augmentation.size
     factor = rng.uniform(augmentation.min_scale, augmentation.max_scale)
     height, width = scaled_size(label.shape[0], label.shape[1], max(1, int(round(size * factor))))
@@ -118,9 +118,16 @@ def scale_and_crop(image, label, augmentation, rng):
         crop = label[top:top + size, left:left + size]
         if not too_uniform(crop, augmentation.pad_label):
             break
-    return (pad_to(image[top:top + size, left:left + size], size,
-                   np.round(augmentation.mean_pixel).astype(np.uint8)),
-            pad_to(crop, size, augmentation.pad_label))
+    return image[top:top + size, left:left + size], crop
+
+
+def pad_pair(image, label, augmentation):
+    """The pair padded at the bottom and right to size x size: the image with the mean pixel,
+    the label with pad_label. Last, as mmsegmentation pads: the padding is neither flipped nor
+    distorted."""
+    size = augmentation.size
+    return (pad_to(image, size, np.round(augmentation.mean_pixel).astype(np.uint8)),
+            pad_to(label, size, augmentation.pad_label))
 
 
 def photometric(image, rng):
@@ -142,8 +149,8 @@ def photometric(image, rng):
                          np.float32)
         if saturation is not None:
             hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
-        if hue is not None:  # Pillow's hue runs 0..255 for 0..360 degrees
-            hsv[..., 0] = (hsv[..., 0] + hue * 256 / 360) % 256
+        if hue is not None:  # Pillow's hue circle: 255 steps for 360 degrees, 255 being 0
+            hsv[..., 0] = (hsv[..., 0] + hue * 255 / 360) % 255
         image = np.asarray(Image.fromarray(np.round(hsv).astype(np.uint8), "HSV")
                            .convert("RGB"), np.float32)
     if contrast is not None and not contrast_first:
@@ -165,5 +172,7 @@ def augment_pair(image, label, augmentation, rng):
         image, label = image[:, ::-1], label[:, ::-1]
     if "photometric" in augmentation.parts:
         image = photometric(image, rng)
+    if "scale" in augmentation.parts:
+        image, label = pad_pair(image, label, augmentation)
     return (np.ascontiguousarray(image),
             np.ascontiguousarray(label).astype(np.int32)[:, :, np.newaxis])

@@ -106,6 +106,21 @@ def test_the_shorter_side_is_scaled_within_the_factors():
     np.testing.assert_array_equal(out_image[20, 20], np.round(MEAN).astype(np.uint8))
 
 
+def test_padding_is_added_last_neither_flipped_nor_distorted():
+    # mmsegmentation pads after the flip and the photometric distortion: whatever they draw,
+    # the padding stays at the bottom and right, the image's the mean pixel exactly.
+    image, label = _painted_pair(16, 16)
+    settings = _settings("all", size=32, low=0.5, high=0.5)
+    for position in range(12):
+        out_image, out_label = augment.augment_pair(image, label, settings,
+                                                    augment.generator(0, 0, position))
+        assert (out_label[16:, :, 0] == augment.PAD_LABEL).all()
+        assert (out_label[:, 16:, 0] == augment.PAD_LABEL).all()
+        assert (out_label[:16, :16, 0] != augment.PAD_LABEL).all()
+        assert (out_image[16:] == np.round(MEAN).astype(np.uint8)).all()
+        assert (out_image[:, 16:] == np.round(MEAN).astype(np.uint8)).all()
+
+
 def test_padding_takes_the_losss_ignore_label_when_it_has_one():
     assert _settings("scale", ignore=None).pad_label == augment.PAD_LABEL
     assert _settings("scale", ignore=0).pad_label == 0
