@@ -434,8 +434,11 @@ class BatchDatset:
 
     def resume_after(self, steps, batch_size):
         """Goes to where a reader that was never stopped would be after steps batches of
-        batch_size from the start."""
+        batch_size from the start (the plan that drops each epoch's remainder)."""
         self._check_open()
+        if not self.image_options["drop_remainder"]:
+            raise FCNError("a reader resumes by steps only with drop_remainder (each epoch a "
+                           "whole number of batches)")
         self._resources.stop_pipeline()
         self.epochs_completed, self.batch_offset = position_after(
             len(self.records), self._check_batch_size(batch_size), steps)

@@ -12,6 +12,7 @@ No TensorFlow here.
 import concurrent.futures
 import hashlib
 import json
+import math
 import os
 
 import numpy as np
@@ -130,14 +131,21 @@ def read_weights_file(path, num_classes):
             weights = json.load(f)
     except (OSError, ValueError) as e:
         raise FCNError("--class_weights=%s cannot be read as JSON (%s)" % (path, e)) from None
+    numbers = []
+    if isinstance(weights, list):
+        try:  # JSON's integers have no bound: 1e400 written out overflows a float
+            numbers = [float(w) for w in weights
+                       if isinstance(w, (int, float)) and not isinstance(w, bool)]
+        except OverflowError:
+            numbers = []
     if (not isinstance(weights, list) or len(weights) != num_classes
-            or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
-                       and np.isfinite(w) and w >= 0 for w in weights)):
+            or len(numbers) != num_classes
+            or not all(math.isfinite(w) and w >= 0 for w in numbers)):
         raise FCNError("--class_weights=%s: it must hold a JSON list of %d weights, one per "
                        "class, each a number of at least 0" % (path, num_classes))
-    if not any(weights):
+    if not any(numbers):
         raise FCNError("--class_weights=%s: every weight is 0" % path)
-    return [float(w) for w in weights]
+    return numbers
 
 
 def class_weights(setting, records, num_classes, cache_dir):

@@ -13,13 +13,15 @@ from guards import FCNError
 
 MODES = ("train", "visualize", "validate", "predict", "export")
 MAX_SEED = 2 ** 32 - 1  # numpy.random.seed's largest
-# The memory of a training step grows with its pixel count (docs/flags.md): beyond this bound
+# The memory of a training step grows with its pixel count (docs/performance.md): beyond this bound
 # even one image per step fits no machine in use.
 MAX_IMAGE_SIZE = 4096
 INTERPOLATIONS = ("nearest", "bilinear")
 PRECISIONS = ("fp32", "bf16")
 VARIANTS = ("reference", "paper")
 LR_SCHEDULES = ("constant", "poly")
+# --augment's largest scale: beyond it one scaled training image outgrows the reader's memory.
+MAX_SCALE_FACTOR = 4.0
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -36,7 +38,7 @@ def check_settings(settings):
                        % (settings.image_size, tiles.ALIGN, tiles.ALIGN))
     if settings.image_size > MAX_IMAGE_SIZE:
         raise FCNError("--image_size=%d: at most %d; memory grows with the pixel count, and one "
-                       "training image of %dx%d already needs tens of GiB (docs/flags.md); "
+                       "training image of %dx%d already needs tens of GiB (docs/performance.md); "
                        "e.g. 224 (the default) or 512"
                        % (settings.image_size, MAX_IMAGE_SIZE, MAX_IMAGE_SIZE, MAX_IMAGE_SIZE))
     if not 0 <= settings.seed <= MAX_SEED:
@@ -77,9 +79,10 @@ def check_settings(settings):
 def check_recipe_settings(settings):
     augment.parse_parts(settings.augment)
     low, high = settings.min_scale_factor, settings.max_scale_factor
-    if not (0 < low <= high and math.isfinite(high)):
+    if not 0 < low <= high <= MAX_SCALE_FACTOR:
         raise FCNError("--min_scale_factor=%g, --max_scale_factor=%g: they must be positive, "
-                       "the first at most the second, e.g. 0.5 and 2.0" % (low, high))
+                       "the first at most the second, the second at most %g, e.g. 0.5 and 2.0"
+                       % (low, high, MAX_SCALE_FACTOR))
     if settings.warmup_steps < 0:
         raise FCNError("--warmup_steps=%d: it must be 0 (off) or more" % settings.warmup_steps)
     if not 0 <= settings.momentum < 1:

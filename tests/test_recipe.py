@@ -245,7 +245,8 @@ def test_a_weights_file_must_hold_one_weight_per_class(tmp_path):
     good = tmp_path / "w.json"
     good.write_text("[1, 0.5, 2]")
     assert class_weights.read_weights_file(str(good), 3) == [1.0, 0.5, 2.0]
-    for text in ("[1, 2]", "{\"a\": 1}", "[1, -1, 2]", "[0, 0, 0]", "not json"):
+    for text in ("[1, 2]", "{\"a\": 1}", "[1, -1, 2]", "[0, 0, 0]", "not json",
+                 "[1, true, 2]", "[1, %s, 2]" % ("9" * 400)):
         good.write_text(text)
         with pytest.raises(FCNError, match="--class_weights=.*w.json"):
             class_weights.read_weights_file(str(good), 3)
@@ -258,6 +259,7 @@ def test_a_weights_file_must_hold_one_weight_per_class(tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--augment=rotate", "--augment=rotate: rotate is not a part"),
     ("--min_scale_factor=3", "--min_scale_factor=3, --max_scale_factor=2"),
+    ("--max_scale_factor=50", "the second at most 4"),
     ("--lr_schedule=cosine", "--lr_schedule=cosine: use constant or poly"),
     ("--optimizer=rmsprop", "--optimizer=rmsprop: use adam or sgd"),
     ("--momentum=1", "--momentum=1: it must be at least 0 and below 1"),
@@ -298,7 +300,13 @@ def test_training_with_the_whole_recipe(tmp_path, dirs, scene_data):
     assert "was trained with --optimizer=sgd, not adam" in out
     out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=5",
                   "--data_dir=" + data, dirs[1], *(SMALL + flags))
-    assert "Model restored" in out
+    assert "Model restored" in out and "Warning: resuming" not in out
+    # A flag forgotten on resuming: the run goes on, with one line per recipe setting changed.
+    out = run_fcn("--mode=train", "--logs_dir=" + logs, "--max_iterations=6",
+                  "--data_dir=" + data, dirs[1], *(SMALL + flags[1:]))
+    assert "Warning: resuming a run trained with --augment=all (" in out
+    assert "with --augment=: the recipe changes" in out
+    assert sum("Warning: resuming" in line for line in out.splitlines()) == 1
 
 
 def test_the_reference_training_logs_no_learning_rate(trained):
