@@ -449,6 +449,8 @@ class Model:
                                           else KEEP_PROBABILITY)
         replicas = 1 if strategy is None else strategy.num_replicas_in_sync
 
+        rates = []  # the rate tensor each replica's update reads
+
         def replica(image, annotation, keep_probability):
             """One replica's network, losses and (training) its share of the update. A graph
             that does not train has no dropout; callers may still feed keep_probability, which
@@ -482,10 +484,11 @@ class Model:
                 # The replicas' gradients are summed, not averaged: each replica's objective is
                 # divided by their number, so that the update is one device's on the whole
                 # batch (Adam hides a missing division, plain gradient descent would not).
+                rates.append(training_recipe.rate_in_force(learning_rate, recipe, step))
                 update = training_op(
                     objective if replicas == 1 else objective / replicas,
                     tf.trainable_variables(), debug=debug, global_step=step, recipe=recipe,
-                    learning_rate=training_recipe.rate_in_force(learning_rate, recipe, step))
+                    learning_rate=rates[-1])
             return outputs.prediction, outputs.logits, loss, image_losses, update
 
         self.widths = resolved_widths(vgg[0], widths)
@@ -500,12 +503,13 @@ class Model:
         self.network_variables = tf.trainable_variables()
         self.global_step = tf.train.get_global_step() if training else None
         self.mean_pixel = vgg[1]
-        # The rate in force, for the log line and TensorBoard; None when it is the constant
-        # learning_rate (the reference's).
+        # The rate in force for the log and TensorBoard (None: constant, the reference's). On
+        # one device, the tensor the update reads: fetched with it, it is that step's rate.
         self.learning_rate = None
         if training and not training_recipe.constant_rate(recipe):
-            self.learning_rate = training_recipe.learning_rate_at(self.global_step,
-                                                                  learning_rate, recipe)
+            self.learning_rate = (rates[0] if strategy is None else
+                                  training_recipe.learning_rate_at(self.global_step,
+                                                                   learning_rate, recipe))
         # Each pixel's class probabilities, for the multi-scale average (multi_scale.py).
         self.probabilities = None if training else tf.nn.softmax(self.logits)
         if training:

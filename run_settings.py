@@ -20,6 +20,9 @@ RECORDED = ("dataset", "data_dir", "image_size", "interpolation", "variant")
 # The settings that name folders: recorded as absolute paths, so that they mean the same from
 # any working folder.
 FOLDERS = ("logs_dir", "data_dir", "model_dir")
+# The training recipe's settings (docs/recipes.md), which a resumed run should repeat.
+RECIPE = ("augment", "min_scale_factor", "max_scale_factor", "lr_schedule", "warmup_steps",
+          "optimizer", "momentum", "weight_decay", "class_weights", "hard_pixel_fraction")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +131,18 @@ def with_recorded(settings, given, logs_dir=None):
             os.path.join(logs_dir or settings.logs_dir, SETTINGS_NAME),
             ", ".join("%s=%s" % item for item in taken.items())))
     return settings.replace(**taken), lines
+
+
+def recipe_changes(settings, logs_dir):
+    """One warning line for each setting of RECIPE that differs from what the run in logs_dir
+    recorded: resuming with it changes the recipe from the checkpoint on, which may be meant
+    (a lower rate) or a flag forgotten. A run that recorded none (older) is not compared."""
+    run = recorded(logs_dir)
+    return ["Warning: resuming a run trained with --%s=%s (%s) with --%s=%s: the recipe changes "
+            "from here on; repeat its flags to keep it" % (
+                name, run[name], os.path.join(logs_dir, SETTINGS_NAME), name,
+                getattr(settings, name))
+            for name in RECIPE if name in run and run[name] != getattr(settings, name)]
 
 
 def history(path):

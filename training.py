@@ -108,6 +108,8 @@ def run_train(settings):
         if checkpoint is not None:
             model_checks.check_class_count(checkpoint, classes, settings)
             model_checks.check_optimizer(checkpoint, settings.optimizer)
+            for line in run_settings.recipe_changes(settings, logs_dir):
+                print(line)
             if settings.init_from:
                 print("--init_from ignored: %s resumes from its own checkpoint %s"
                       % (logs_dir, checkpoint))
@@ -121,11 +123,11 @@ def run_train(settings):
         warning = memory_warning(settings, classes, weights_from, cluster)
         if warning:  # before the .mat is read and the graph built, which take the memory
             print(warning)
-        weights = class_weights.class_weights(settings.class_weights, train_records,
-                                              classes.num_classes, settings.data_dir)
+        loss_class_weights = class_weights.class_weights(
+            settings.class_weights, train_records, classes.num_classes, settings.data_dir)
         graph, model = network.build_model(settings, True, classes, weights_from,
                                            strategy=cluster and cluster.strategy,
-                                           class_weights=weights)
+                                           class_weights=loss_class_weights)
         tiled = None
         if settings.eval_scales and cluster is None:
             # The subset scored at --eval_scales of each image's size, as validate scores it.
@@ -286,10 +288,10 @@ class Loop:
             self.train_writer.add_summary(results["summary"], step)
         rate, eta = window.rate_and_eta(self.settings.max_iterations - step)
         replicas = "" if self.cluster is None else " on %d replicas" % self.cluster.replicas
-        rate_in_force = ("" if "learning_rate" not in results
+        rate_shown = ("" if "learning_rate" not in results
                          else " lr %.3g" % float(results["learning_rate"]))
         print("%s step %d loss %.5f%s images/s %.2f%s eta %s"
-              % (now(), step, float(results["loss"]), rate_in_force, rate, replicas,
+              % (now(), step, float(results["loss"]), rate_shown, rate, replicas,
                  format_duration(eta)))
         warning = window.slow_warning(eta)
         if warning:
