@@ -23,7 +23,7 @@ from vgg_weights import VGG19_FILE_NAME, VGG19_WIDTHS  # noqa: E402
 
 def write_paper_model_dir(out, seed=0, widths=VGG19_WIDTHS):
     """<out>/Model_zoo_paper: the same synthetic VGG-19 with fc6 and fc7, which --variant=paper
-    loads; at the real widths (81 MB compressed, about half a minute to write), or others."""
+    loads; at the real widths (its size and time to write: docs/testing.md), or others."""
     model_dir = os.path.join(out, "Model_zoo_paper")
     os.makedirs(model_dir, exist_ok=True)
     write_vgg19_mat(os.path.join(model_dir, VGG19_FILE_NAME), seed=seed,

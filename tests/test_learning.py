@@ -66,8 +66,8 @@ def test_training_beats_always_predicting_the_most_frequent_class(learned):
     assert losses[-1] < losses[0] / 3, losses
 
 
-# Without bfloat16 hardware TensorFlow emulates it: the 120 steps took over 15 minutes on an
-# AVX2-only CPU, against about 2 for fp32, and would measure the emulation, not this project.
+# Without bfloat16 hardware TensorFlow emulates it: the steps take many times fp32's (figures:
+# docs/testing.md) and would measure the emulation, not this project.
 @pytest.mark.slow
 @pytest.mark.skipif(not devices.native_bf16(gpus=None, flags=devices.cpu_flags()),
                     reason="no bfloat16 hardware (AVX512_BF16, AMX or a GPU): bf16 is emulated")

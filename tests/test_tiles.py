@@ -282,8 +282,8 @@ def test_tile_overlap_is_refused_naming_what_replaced_it(small_model, tmp_path):
 @pytest.mark.slow
 def test_peak_memory_of_predict_does_not_grow_with_the_photo(full_size_logs, tmp_path):
     """1000x750, 2000x1500 and 4000x3000 photos, each predicted by the full-size network in a
-    fresh process with the default tiles: the peaks are within 1 GiB of each other (untiled,
-    2000x1500 took 6.8 GB and 4000x3000 ran out of 20 GB). What does grow with the photo is the
+    fresh process with the default tiles: the peaks are within 1 GiB of each other (untiled
+    they grow with the photo: docs/predicting.md). What does grow with the photo is the
     image, the maps between stages, its labels and the overlay; the network's activations do
     not."""
     _, args = full_size_logs
