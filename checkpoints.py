@@ -18,6 +18,7 @@ import re
 import tensorflow.compat.v1 as tf
 from google.protobuf import text_format
 
+import training_recipe
 from guards import (DISK_FULL_TEXTS, FCNError, atomic_path, error_summary, format_size,
                     free_space, is_disk_full, remove_quietly)
 
@@ -291,9 +292,11 @@ def restore(sess, path, var_list, global_step=None):
     if wrong:
         raise FCNError("checkpoint %s does not fit this network (%s); point --logs_dir at a "
                        "checkpoint of this FCN-8s" % (path, wrong[0]))
-    missing_weights = [n for n in missing
-                       if n.startswith(("inference/", "paper/"))
-                       and "/Adam" not in n and "/Momentum" not in n]
+    # An optimizer's slots may be missing (a run started with another optimizer's checkpoint
+    # gets fresh ones); a weight may not.
+    slots = training_recipe.OPTIMIZER_SLOT_SUFFIXES.values()
+    missing_weights = [n for n in missing if n.startswith(("inference/", "paper/"))
+                       and not any(slot in n for slot in slots)]
     if missing_weights:
         raise FCNError("checkpoint %s lacks %s; point --logs_dir at a checkpoint of this FCN-8s"
                        % (path, missing_weights[0]))
