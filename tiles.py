@@ -27,12 +27,7 @@ StageGeometry = collections.namedtuple("StageGeometry", "name inputs output reac
 def pad_to_multiple(image, multiple, fill):
     """image [h,w,3] padded at the bottom and right to multiples of `multiple`, with the pixel
     fill (the mean pixel: zero once the network subtracts it). Returns (padded, (h, w))."""
-    h, w = image.shape[:2]
-    padded_h, padded_w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-    padded = np.empty((padded_h, padded_w, 3), dtype=np.float32)
-    padded[:] = np.asarray(fill, dtype=np.float32)
-    padded[:h, :w] = image
-    return padded, (h, w)
+    return PaddedImage(image, multiple, fill)[:, :], image.shape[:2]
 
 
 class PaddedImage:
@@ -58,10 +53,10 @@ def aligned_empty(shape, dtype, align=64):
     """np.empty(shape, dtype) starting on an `align`-byte boundary. TensorFlow feeds such an
     array to the network as it is, and copies any other first: a stage run whole (one tile,
     its input the whole map) would otherwise hold its inputs twice."""
-    dtype = np.dtype(dtype)
-    raw = np.empty(int(np.prod(shape)) * dtype.itemsize + align, dtype=np.uint8)
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + align, dtype=np.uint8)
     start = -raw.ctypes.data % align
-    return raw[start:start + int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+    return raw[start:start + size].view(dtype).reshape(shape)
 
 
 def tiling_problem(tile, align=ALIGN):
