@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 import memory_estimate  # noqa: E402
+from tests.project import own_peak  # noqa: E402
 from vgg_weights import VGG19_WIDTHS  # noqa: E402
 
 FCN_PY = os.path.join(ROOT, "FCN.py")
@@ -79,33 +79,20 @@ def write_data(folder, records):
     return datasets, "--model_dir=" + model_dir, "--model_dir=" + narrow_dir
 
 
-# A small process of its own starts each run and reports its peak: Linux keeps the peak resident
-# memory across exec, so a run started straight from a large process (this one once it has
-# written the .mat, or a test session) would report that process's peak if it were higher.
-PEAK_OF_CHILD = ("import os, subprocess, sys\n"
-                 "proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-                 "_, status, usage = os.wait4(proc.pid, 0)\n"
-                 "print(usage.ru_maxrss)\n"
-                 "sys.exit(os.waitstatus_to_exitcode(status))\n")
-
-
 def train_once(flags, logs, steps):
     """(peak RSS bytes, wall seconds) of one training run of `steps` steps in a fresh process,
     its logs_dir removed after it."""
     command = [sys.executable, FCN_PY, "--mode=train", "--logs_dir=" + logs,
                "--max_iterations=%d" % steps, "--save_every=%d" % steps, "--log_every=1"]
     started = time.perf_counter()
-    # stderr into a file, not a pipe: a pipe nobody reads until the end could fill and block it.
-    with tempfile.TemporaryFile("w+") as stderr:
-        done = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD] + command + flags,
-                              stdout=subprocess.PIPE, stderr=stderr, text=True)
-        seconds = time.perf_counter() - started
-        stderr.seek(0)
-        errors = stderr.read()
+    # Its own peak (tests/project.own_peak): started from this process, the run's would be at
+    # least this one's.
+    code, errors, peak = own_peak(command + flags)
+    seconds = time.perf_counter() - started
     shutil.rmtree(logs, ignore_errors=True)  # a full-size checkpoint: gigabytes, every run
-    if done.returncode != 0:
+    if code != 0:
         raise RuntimeError("training failed (%s): %s" % (" ".join(flags), errors[-2000:]))
-    return int(done.stdout) * 1024, seconds
+    return peak, seconds
 
 
 def float32_parameters(variant, classes, widths=VGG19_WIDTHS):

@@ -4,7 +4,6 @@ picture (confusion_report.py); and validate, visualize and predict with --eval_s
 import csv
 import json
 import os
-import subprocess
 import sys
 
 import imageio.v2 as imageio
@@ -21,7 +20,7 @@ import tiled_network
 from guards import FCNError
 from tests.make_dataset import make_scene_dataset
 from tests.make_vgg_mat import MEAN_PIXEL, NARROW, vgg19_kernels
-from tests.project import FCN_PY, SMALL, run_fcn
+from tests.project import FCN_PY, SMALL, own_peak, run_fcn
 
 
 # ---- the pieces, without a network ---------------------------------------------------------------
@@ -283,11 +282,11 @@ def test_validating_a_large_image_at_three_scales_with_flip_stays_within_the_bou
     peaks = {}
     for label, flags in (("one pass", ["--eval_scales=1.0"]),
                          ("three scales, flip", ["--eval_scales=0.5,1.0,1.5", "--eval_flip"])):
-        proc = subprocess.Popen([sys.executable, FCN_PY, "--mode=validate"] + args + flags,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read()[-3000:]
-        peaks[label] = usage.ru_maxrss * 1024
+        # From a small waiting process: started from this one, which has held a network, the
+        # run's peak would be at least this process's.
+        code, stderr, peaks[label] = own_peak([sys.executable, FCN_PY, "--mode=validate"]
+                                              + args + flags)
+        assert code == 0, stderr[-3000:]
     image = imageio.imread(_annotations(["--data_dir=" + data])[0])
     pixels, classes = image.size, 151
     # The running sum and the largest scale's probabilities, and 1 GiB for the resizes' bands
