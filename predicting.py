@@ -116,15 +116,24 @@ class Passes:
         padded, (height, width) = self._tiled_input(image)
         return self.tiled.labels(self.sess, padded, self.tile(), self.progress)[:height, :width]
 
-    def probabilities(self, image):
+    def probability_bands(self, image):
+        """The float32 class probabilities of image [h, w, 3] at its own size, a band of rows at
+        a time: yields (first row, band [rows, w, classes]) top to bottom, covering [0, h)."""
         if self.whole:
             padded, (height, width) = self._padded(image)
             out = self.sess.run(self.model.probabilities, {self.model.image: padded[None],
                                                            self.model.keep_probability: 1.0})
-            return out[0, :height, :width]
+            yield 0, out[0, :height, :width]
+            return
         padded, (height, width) = self._tiled_input(image)
-        return self.tiled.probabilities(self.sess, padded, self.tile(),
-                                        self.progress)[:height, :width]
+        for start, band in self.tiled.probability_bands(self.sess, padded, self.tile(),
+                                                        self.progress):
+            if start < height:
+                yield start, band[:height - start, :width]
+
+    def probabilities(self, image):
+        """The float32 class probabilities [h, w, classes] of image, whole."""
+        return np.concatenate([band for _, band in self.probability_bands(image)])
 
     def tile(self):
         return self.settings.tile_size or tiles.ALIGN * 16  # 0 (whole) in a fixed-size graph
@@ -133,7 +142,8 @@ class Passes:
         """The labels of image at --eval_scales of its size (1.0 alone without them)."""
         scales = multi_scale.parse_scales(self.settings.eval_scales) or (1.0,)
         return multi_scale.averaged_labels(image, scales, self.settings.eval_flip,
-                                           self.probabilities, self.labels)
+                                           self.tiled.num_classes, self.probability_bands,
+                                           self.labels)
 
 
 def protocol(settings):

@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 
 import TensorflowUtils as utils
 import network
-from tiles import StageGeometry, run_stages
+from tiles import StageGeometry, run_stages, run_stages_in_bands
 
 # How far each stage sees, in image pixels: 3x3 convolutions reach one pixel of their map on
 # each side, fc6 three (7x7), a transposed convolution of stride 2 or 8 one pixel of its input.
@@ -41,6 +41,7 @@ class TiledNetwork:
     network.Model built in it (weights from a checkpoint)."""
 
     def __init__(self, mean_pixel, variant, precision, num_classes, widths):
+        self.num_classes = num_classes
         stages = network.STAGES[variant]
         dtype = network.COMPUTE_DTYPES[precision]
 
@@ -80,13 +81,20 @@ class TiledNetwork:
         """The uint8 labels [H, W] of image float32 [H, W, 3] (H, W multiples of 32, padded
         with the mean pixel; or a tiles.PaddedImage), stage by stage in tiles of base side
         `tile`; progress(done, total) after each tile."""
-        return self._run(sess, image, tile, progress, probabilities=False)
+        return run_stages(GEOMETRY, {"image": image}, self._runner(sess, False), tile, progress)
+
+    def probability_bands(self, sess, image, tile, progress=None):
+        """The float32 class probabilities [H, W, classes] of image, as labels() runs it, one
+        band of rows at a time: yields (first row, band [rows, W, classes]) top to bottom."""
+        return run_stages_in_bands(GEOMETRY, {"image": image}, self._runner(sess, True), tile,
+                                   progress)
 
     def probabilities(self, sess, image, tile, progress=None):
-        """The float32 class probabilities [H, W, classes] of image, as labels() runs it."""
-        return self._run(sess, image, tile, progress, probabilities=True)
+        """The float32 class probabilities [H, W, classes] of image, whole."""
+        return np.concatenate([band for _, band in
+                               self.probability_bands(sess, image, tile, progress)])
 
-    def _run(self, sess, image, tile, progress, probabilities):
+    def _runner(self, sess, probabilities):
         last = len(self.stages) - 1
 
         def run(index, crops):
@@ -97,4 +105,4 @@ class TiledNetwork:
                                     for placeholder, crop in zip(stage.inputs, crops)})
             return out[0, :, :, 0] if index == last and not probabilities else out[0]
 
-        return run_stages(GEOMETRY, {"image": image}, run, tile, progress)
+        return run

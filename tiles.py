@@ -99,34 +99,97 @@ def run_stages(stages, maps, run, tile, progress=None):
     in the stages' input order, cut from the same region of the image), covering that region
     at the output's scale. tile: the base tile side in image pixels, a multiple of ALIGN.
     progress(done, total), when given, is called after each tile. A map no later stage reads
-    is dropped as soon as it has been read.
+    is dropped from maps as soon as it has been read.
     """
+    output = _Stitched(*_last_output_size(stages, maps))
+    for _ in _run_stages(stages, maps, run, tile, progress, output.place):
+        pass
+    return output.map
+
+
+def run_stages_in_bands(stages, maps, run, tile, progress=None):
+    """run_stages' result one row of the last stage's tiles at a time, top to bottom: yields
+    (first row, band [rows, W, ...]) as soon as the band's last tile has run, so that the last
+    stage's whole map is never held (a large image's class probabilities, 4 bytes a class a
+    pixel); nothing here holds a band once it has been given."""
+    width = _last_output_size(stages, maps)[1]
+    band = None
+
+    def place(rows, cols, kept):
+        nonlocal band
+        if cols[0] == 0:
+            band = np.empty((rows[1] - rows[0], width) + kept.shape[2:], kept.dtype)
+        band[:, cols[0]:cols[1]] = kept
+
+    for rows, cols in _run_stages(stages, maps, run, tile, progress, place):
+        if cols[1] == width:
+            given, band = band, None
+            yield rows[0], given
+            del given
+
+
+def _last_output_size(stages, maps):
+    first, first_scale = stages[0].inputs[0]
+    scale = stages[-1].output[1]
+    return tuple(side * first_scale // scale for side in maps[first].shape[:2])
+
+
+class _Stitched:
+    """A map [height, width, ...] filled tile by tile (place); its dtype and channels are the
+    first tile's."""
+
+    def __init__(self, height, width):
+        self.size, self.map = (height, width), None
+
+    def place(self, rows, cols, kept):
+        if self.map is None:
+            self.map = aligned_empty(self.size + kept.shape[2:], kept.dtype)
+        self.map[rows[0]:rows[1], cols[0]:cols[1]] = kept
+
+
+def _run_stages(stages, maps, run, tile, progress, place):
+    """Runs every stage but the last into maps, then the last one tile at a time, row by row:
+    place(rows, columns, the output kept) with each as (start, end) at the output's scale, and
+    yields (rows, columns) once the tile's output is placed and let go. A map no later stage
+    reads is dropped as soon as it has been read; the last stage's own inputs once it has
+    run."""
     first, first_scale = stages[0].inputs[0]
     height, width = (side * first_scale for side in maps[first].shape[:2])
     plan = [stage_tiles(stage, height, width, tile) for stage in stages]
     total, done = sum(len(tiles) for tiles in plan), 0
-    for index, (stage, tiles) in enumerate(zip(stages, plan)):
-        name, scale = stage.output
-        output = None
-        for (keep_y0, keep_y1, crop_y0, crop_y1), (keep_x0, keep_x1, crop_x0, crop_x1) in tiles:
+
+    def tiles_run(index, place_tile):
+        nonlocal done
+        stage, scale = stages[index], stages[index].output[1]
+        for (keep_y0, keep_y1, crop_y0, crop_y1), (keep_x0, keep_x1, crop_x0, crop_x1) in \
+                plan[index]:
             crops = [maps[source][crop_y0 // s:crop_y1 // s, crop_x0 // s:crop_x1 // s]
                      for source, s in stage.inputs]
             result = np.asarray(run(index, crops))
-            if output is None:
-                output = aligned_empty((height // scale, width // scale) + result.shape[2:],
-                                       result.dtype)
-            output[keep_y0 // scale:keep_y1 // scale, keep_x0 // scale:keep_x1 // scale] = \
-                result[(keep_y0 - crop_y0) // scale:(keep_y1 - crop_y0) // scale,
-                       (keep_x0 - crop_x0) // scale:(keep_x1 - crop_x0) // scale]
+            rows, cols = (keep_y0 // scale, keep_y1 // scale), (keep_x0 // scale, keep_x1 // scale)
+            offset_y, offset_x = (keep_y0 - crop_y0) // scale, (keep_x0 - crop_x0) // scale
+            place_tile(rows, cols, result[offset_y:offset_y + rows[1] - rows[0],
+                                          offset_x:offset_x + cols[1] - cols[0]])
+            del crops, result  # not held while the next tile runs
             done += 1
             if progress is not None:
                 progress(done, total)
-        maps[name] = output
+            yield rows, cols
+
+    for index, stage in enumerate(stages[:-1]):
+        name, scale = stage.output
+        output = _Stitched(height // scale, width // scale)
+        for _ in tiles_run(index, output.place):
+            pass
+        maps[name] = output.map
+        del output
         still_read = {source for later in stages[index + 1:] for source, _ in later.inputs}
         for source in list(maps):
-            if source not in still_read and source != stages[-1].output[0]:
+            if source not in still_read:
                 del maps[source]
-    return maps[stages[-1].output[0]]
+    yield from tiles_run(len(stages) - 1, place)
+    for source, _ in stages[-1].inputs:
+        maps.pop(source, None)
 
 
 def downscaled_size(height, width, max_size):

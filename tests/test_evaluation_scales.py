@@ -55,6 +55,34 @@ def test_resize_bilinear_is_tensorflows_half_pixel_bilinear():
                                    atol=1e-5)
 
 
+@pytest.mark.parametrize("source, target", [((23, 17), (50, 31)), ((50, 31), (23, 17)),
+                                            ((40, 9), (40, 9)), ((9, 5), (60, 44))])
+def test_a_source_in_bands_of_rows_resizes_as_tensorflow_and_to_the_same_values_as_whole(
+        source, target):
+    """Bands of 1 to 13 rows, fed top to bottom; each output row takes its two source rows from
+    whichever bands hold them."""
+    rng = np.random.RandomState(sum(source))
+    array = rng.standard_normal(source + (3,)).astype(np.float32)
+    heights = rng.randint(1, 14, source[0])
+    starts = [0] + list(np.cumsum(heights)[np.cumsum(heights) < source[0]])
+    bands = [(start, array[start:start + height]) for start, height in zip(starts, heights)]
+    banded = np.ones(target + (3,), np.float32)  # added into
+    multi_scale.add_resized_bands(iter(bands), source, banded)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        expected = sess.run(tf.raw_ops.ResizeBilinear(
+            images=array[None], size=target, half_pixel_centers=True))[0]
+    np.testing.assert_allclose(banded - 1, expected, atol=1e-5)
+    whole = np.ones(target + (3,), np.float32)
+    multi_scale.resize_bilinear(array, *target, add_to=whole)
+    np.testing.assert_array_equal(banded, whole)
+
+
+def test_bands_that_stop_short_of_the_source_are_refused():
+    with pytest.raises(ValueError, match="before the source's last row, 10"):
+        multi_scale.add_resized_bands(iter([(0, np.zeros((6, 4, 2), np.float32))]), (10, 4),
+                                      np.zeros((20, 8, 2), np.float32))
+
+
 @pytest.mark.parametrize("block, stripes", [(2, None), (3, "rows"), (3, "columns")])
 def test_probabilities_resized_down_and_back_put_each_label_back_in_place(block, stripes):
     """A label map of block x block squares, which a resize by 1/block takes exactly (each
@@ -87,17 +115,20 @@ def test_averaged_labels_call_the_passes_asked_for_and_average_them():
     def probabilities_of(x):
         mirrored = x[:, -1].mean() > x[:, 0].mean()
         seen.append((x.shape[:2], mirrored))
-        return np.tile(np.float32(answers[x.shape[:2], mirrored]), x.shape[:2] + (1,))
+        whole = np.tile(np.float32(answers[x.shape[:2], mirrored]), x.shape[:2] + (1,))
+        # In bands of 7 rows, as the network gives them
+        return ((start, whole[start:start + 7]) for start in range(0, x.shape[0], 7))
 
     # Averaged over the four passes: class 1 (0.6 + 0.1 + 0.3 + 0.3) < class 2 (0.3 + 0.8 +
     # 0.2 + 0.2); over the two straight ones class 1 (0.9) wins.
-    labels = multi_scale.averaged_labels(image, (0.5, 1.0), True, probabilities_of, None)
+    labels = multi_scale.averaged_labels(image, (0.5, 1.0), True, 3, probabilities_of, None)
     assert seen == [((10, 15), False), ((10, 15), True), ((20, 30), False), ((20, 30), True)]
     assert labels.shape == (20, 30) and (labels == 2).all()
-    labels = multi_scale.averaged_labels(image, (0.5, 1.0), False, probabilities_of, None)
+    labels = multi_scale.averaged_labels(image, (0.5, 1.0), False, 3, probabilities_of, None)
     assert (labels == 1).all()
     # One pass at the image's size, not mirrored: the labels' own function, nothing averaged.
-    assert multi_scale.averaged_labels(image, (1.0,), False, None, lambda x: "labels") == "labels"
+    labels = multi_scale.averaged_labels(image, (1.0,), False, 3, None, lambda x: "labels")
+    assert labels == "labels"
 
 
 # ---- on the narrow network -----------------------------------------------------------------------
@@ -270,14 +301,15 @@ def test_validating_a_large_image_at_three_scales_with_flip_stays_within_the_bou
         module_tmp, model_dir, tmp_path):
     """One validation image of 1500 to 2000 pixels a side, scales 0.5, 1.0 and 1.5 with flip,
     in a fresh process: its peak above one pass's within what docs/evaluation.md states, the
-    running sum and the largest scale's probabilities (4 bytes a class a pixel each) and 1 GiB
-    of working memory."""
+    running sum at the image's size and two bands of the largest scale's probabilities, each
+    --tile_size rows of its width (4 bytes a class a pixel), and 1.5 GiB of working memory; a
+    whole scale's probabilities held at once (2.25 times the sum) would not fit."""
     root = module_tmp("large")
     data = str(root / "data")
     make_scene_dataset(data, n_train=1, n_val=1, size_range=(1500, 2000), seed=4)
     logs = str(root / "logs")
     args = ["--data_dir=" + data, "--model_dir=" + model_dir, "--logs_dir=" + logs,
-            "--image_size=64", "--batch_size=1", "--validation_images=0"]
+            "--image_size=64", "--batch_size=1", "--validation_images=0", "--tile_size=512"]
     run_fcn("--mode=train", "--max_iterations=1", "--save_every=1", *args)
     peaks = {}
     for label, flags in (("one pass", ["--eval_scales=1.0"]),
@@ -288,8 +320,7 @@ def test_validating_a_large_image_at_three_scales_with_flip_stays_within_the_bou
                                               + args + flags)
         assert code == 0, stderr[-3000:]
     image = imageio.imread(_annotations(["--data_dir=" + data])[0])
-    pixels, classes = image.size, 151
-    # The running sum and the largest scale's probabilities, and 1 GiB for the resizes' bands
-    # and the images, as docs/evaluation.md states.
-    bound = 4 * classes * pixels * (1 + 1.5 ** 2) + (1 << 30)
+    classes, tile_rows, widest = 151, 512, round(image.shape[1] * 1.5)
+    bound = 4 * classes * (image.size + 2 * tile_rows * widest) + 1.5 * (1 << 30)
+    assert 4 * classes * image.size * 1.5 ** 2 > bound - 4 * classes * image.size  # it tells
     assert peaks["three scales, flip"] - peaks["one pass"] <= bound, peaks

@@ -6,6 +6,7 @@ photos of three sizes, each in a fresh process.
 """
 import os
 import sys
+import weakref
 
 import imageio.v2 as imageio
 import numpy as np
@@ -136,7 +137,25 @@ def test_staged_tiles_equal_the_whole_computation(shape, tile):
     maps = {"image": image}
     np.testing.assert_array_equal(tiles.run_stages(STAGES, maps, run, tile), whole(image))
     assert seen == sorted(seen) and len(seen) > 3  # stage by stage, in tiles
-    assert set(maps) == {"c"}  # the maps no later stage reads are dropped
+    assert maps == {}  # each map is dropped once no later stage reads it
+
+
+@pytest.mark.parametrize("shape, tile", [((64, 96), 8), ((96, 64), 32), ((40, 24), 8)])
+def test_the_last_stage_in_bands_gives_its_rows_in_order_and_equals_the_whole(shape, tile):
+    image = np.random.RandomState(3).randint(0, 100, shape).astype(np.int64)
+    maps, calls, bands, alive = {"image": image}, [], [], []
+    for start, band in tiles.run_stages_in_bands(STAGES, maps, numpy_stage, tile,
+                                                 lambda done, total: calls.append(done)):
+        # Once let go here, no band before this one is held any more.
+        assert [ref() is None for ref in alive] == [True] * len(alive)
+        bands.append((start, band.copy()))
+        alive.append(weakref.ref(band))
+        del band
+    last = STAGES[-1]
+    side = tile * last.tile // last.output[1]  # the last stage's tile side at its scale
+    assert [start for start, _ in bands] == list(range(0, shape[0] // last.output[1], side))
+    np.testing.assert_array_equal(np.concatenate([band for _, band in bands]), whole(image))
+    assert maps == {} and calls == list(range(1, len(calls) + 1))
 
 
 def test_a_halo_short_of_the_reach_shows_at_the_seams():
