@@ -11,14 +11,12 @@ import collections
 import math
 import os
 
+from optimizers import OPTIMIZERS
 from vgg_weights import VGG19_WIDTHS, conv_shapes, fc_shapes
 
 REFERENCE, PAPER = "reference", "paper"
 ADE20K_CLASSES = 151
 FLOAT32_BYTES = 4  # the variables, their gradients and the optimizer's slots, in both precisions
-# The slots each --optimizer keeps per variable: Adam's m and v; sgd is SGD with momentum, whose
-# accumulator TensorFlow keeps even at --momentum=0.
-OPTIMIZER_SLOTS = {"adam": 2, "sgd": 1}
 # The coefficients below are fitted to real runs: docs/performance.md, "Training's memory".
 # One step's activations, bytes per pixel of the batch (batch x image_size^2), by (variant,
 # precision): (every pixel's part, the part per class); the per-class part is mostly the class
@@ -125,8 +123,8 @@ def pixel_bytes(precision, variant=REFERENCE, num_classes=ADE20K_CLASSES):
 def training_estimate(parameter_count, batch_size, image_size, precision, slots_per_variable,
                       variant=REFERENCE, num_classes=ADE20K_CLASSES):
     """The Estimate of --mode=train's peak memory on one device. parameter_count: the network's
-    (parameter_count()); slots_per_variable: the optimizer's (OPTIMIZER_SLOTS); precision 'fp32'
-    or 'bf16'."""
+    (parameter_count()); slots_per_variable: the optimizer's (optimizers.OPTIMIZERS);
+    precision 'fp32' or 'bf16'."""
     pixels = batch_size * image_size * image_size
     return Estimate(weights=weights_bytes(parameter_count, slots_per_variable),
                     activations=pixels * pixel_bytes(precision, variant, num_classes),
@@ -166,10 +164,10 @@ def warning_line(estimate, available):
 def training_warning(available, variant, precision, optimizer, batch_size, image_size,
                      num_classes, widths=VGG19_WIDTHS):
     """warning_line of a training run of these settings against available bytes (None:
-    unknown). optimizer: a key of OPTIMIZER_SLOTS; batch_size: the images this machine holds at
-    a step; widths: the network's (vgg_weights.Widths)."""
+    unknown). optimizer: a key of optimizers.OPTIMIZERS; batch_size: the images this machine
+    holds at a step; widths: the network's (vgg_weights.Widths)."""
     estimate = training_estimate(parameter_count(variant, num_classes, widths), batch_size,
-                                 image_size, precision, OPTIMIZER_SLOTS[optimizer], variant,
+                                 image_size, precision, OPTIMIZERS[optimizer].slots, variant,
                                  num_classes)
     return warning_line(estimate, available)
 

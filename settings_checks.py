@@ -10,6 +10,7 @@ import distribute
 import multi_scale
 import tiles
 from guards import FCNError
+from optimizers import OPTIMIZERS
 
 MODES = ("train", "visualize", "validate", "predict", "export")
 MAX_SEED = 2 ** 32 - 1  # numpy.random.seed's largest
@@ -22,7 +23,6 @@ VARIANTS = ("reference", "paper")
 LR_SCHEDULES = ("constant", "poly")
 # --augment's largest scale: beyond it one scaled training image outgrows the reader's memory.
 MAX_SCALE_FACTOR = 4.0
-OPTIMIZERS = ("adam", "sgd")
 
 
 def check_settings(settings):
@@ -46,7 +46,7 @@ def check_settings(settings):
                        % (settings.seed, MAX_SEED))
     for name, choices in (("precision", PRECISIONS), ("interpolation", INTERPOLATIONS),
                           ("variant", VARIANTS), ("lr_schedule", LR_SCHEDULES),
-                          ("optimizer", OPTIMIZERS)):
+                          ("optimizer", tuple(OPTIMIZERS))):
         if getattr(settings, name) not in choices:
             raise FCNError("--%s=%s: use %s" % (name, getattr(settings, name),
                                                 " or ".join(choices)))

@@ -38,6 +38,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 import memory_estimate  # noqa: E402
+from optimizers import OPTIMIZERS  # noqa: E402
 from tests.project import own_peak  # noqa: E402
 from vgg_weights import VGG19_WIDTHS  # noqa: E402
 
@@ -206,7 +207,7 @@ def measure(variant, precision, slots, points, datasets, model_dir, folder, step
 
 def summarize(variant, precision, optimizer, runtime, fitted_rows, below_rows):
     """The fit, and every row with the fit's and memory_estimate's figures."""
-    slots = memory_estimate.OPTIMIZER_SLOTS[optimizer]
+    slots = OPTIMIZERS[optimizer].slots
     coefficients = fit(variant, slots, runtime, fitted_rows, below_rows)
     result = {"variant": variant, "precision": precision, "optimizer": optimizer,
               "runtime_bytes": runtime, "coefficients": coefficients,
@@ -252,7 +253,7 @@ def main(argv=None):
     parser.add_argument("--variant", default="reference,paper")
     parser.add_argument("--precision", default="fp32,bf16")
     parser.add_argument("--optimizer", default="adam",
-                        choices=sorted(memory_estimate.OPTIMIZER_SLOTS))
+                        choices=sorted(OPTIMIZERS))
     parser.add_argument("--points", default="8x320,8x448,8x448@3",
                         help="the points the line is fitted to (BATCHxSIZE[@3])")
     parser.add_argument("--below", default="1x224,4x320",
@@ -267,7 +268,7 @@ def main(argv=None):
     if not points:
         parser.error("--points needs a point (two sizes at least to fit the line)")
     results = []
-    slots = memory_estimate.OPTIMIZER_SLOTS[args.optimizer]
+    slots = OPTIMIZERS[args.optimizer].slots
     with tempfile.TemporaryDirectory() as folder:
         records = max(batch for batch, _, _ in points + below + [RUNTIME_POINT])
         datasets, model_dir, narrow_dir = write_data(folder, records)

@@ -40,7 +40,7 @@ def test_the_data_and_helper_modules_import_no_tensorflow():
                "BatchDatsetReader", "read_MITSceneParsingData", "read_PascalVOCData",
                "read_FolderData", "vgg_weights", "pictures", "image_files", "multi_scale",
                "progress", "confusion_report", "augment", "class_weights", "settings_checks",
-               "memory_estimate"]
+               "memory_estimate", "optimizers"]
     code = ("import sys\nimport %s\nprint(sorted(m for m in sys.modules "
             "if m.split('.')[0] in ('tensorflow', 'keras')))" % ", ".join(modules))
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

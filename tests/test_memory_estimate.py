@@ -13,10 +13,11 @@ import pytest
 import memory_estimate
 import vgg_weights
 from memory_estimate import Estimate
+from optimizers import OPTIMIZERS
 from tests.make_vgg_mat import NARROW
 from tests.project import ROOT, SMALL, run_fcn
 
-ADAM_SLOTS = memory_estimate.OPTIMIZER_SLOTS["adam"]
+ADAM_SLOTS = OPTIMIZERS["adam"].slots
 
 ORIGINAL_VARIABLES = os.path.join(ROOT, "tests", "data", "original_variables.json")
 GIB = 1 << 30
@@ -59,7 +60,8 @@ def test_the_variables_are_those_network_builds(variant, num_classes, widths):
 
 
 def test_the_weights_part_is_the_variables_gradients_and_slots_in_float32():
-    assert memory_estimate.OPTIMIZER_SLOTS == {"adam": 2, "sgd": 1}  # m and v; the momentum
+    slots = {name: optimizer.slots for name, optimizer in OPTIMIZERS.items()}
+    assert slots == {"adam": 2, "sgd": 1}  # m and v; the momentum
     count = memory_estimate.parameter_count("reference")
     adam = memory_estimate.training_estimate(count, 10, 224, "fp32", ADAM_SLOTS)
     momentum = memory_estimate.training_estimate(count, 10, 224, "fp32", 1)
