@@ -8,6 +8,9 @@ taken inside it. Otherwise the running sum of the probabilities, float32 at the 
 every class, is the one thing held at the image's size: each pass's probabilities come in bands
 of rows and are resized into it as they come (docs/evaluation.md gives the memory).
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from guards import FCNError
@@ -72,7 +75,7 @@ def add_resized_bands(bands, source_size, add_to):
     col_weight = col_weight.reshape((1, -1) + (1,) * (add_to.ndim - 2))
     held, done = [], 0  # held: (first row, band) of the source; done: output rows added
     # Output rows at a time: each temporary a few MB, whatever the width (the arithmetic of a
-    # row is the same however many are done at once).
+    # row is the same however many are done at once, and on whichever thread).
     row_bytes = 4 * max(source_size[1], width) * int(np.prod(add_to.shape[2:]))
     at_once = max(1, TEMPORARY_BYTES // row_bytes)
 
@@ -85,23 +88,28 @@ def add_resized_bands(bands, source_size, add_to):
             rows[inside] = part[indices[inside] - first]
         return rows
 
-    for first, part in bands:
-        held.append((first, part))
-        # The output rows whose source rows have all arrived.
-        ready = height if first + len(part) >= source_size[0] else int(
-            np.searchsorted(row_second, first + len(part)))
-        for start in range(done, ready, at_once):
-            rows = slice(start, min(start + at_once, ready))
-            weight = row_weight[rows].reshape(row_shape)
-            resampled = (source_rows(row_first[rows]) * (1 - weight)
-                         + source_rows(row_second[rows]) * weight)
-            add_to[rows] += (resampled[:, col_first] * (1 - col_weight)
-                             + resampled[:, col_second] * col_weight)
-        done = ready
-        if done < height:
-            held = [(f, p) for f, p in held if f + len(p) > row_first[done]]
-        else:
-            held = []
+    def add_rows(start, end):
+        rows = slice(start, end)
+        weight = row_weight[rows].reshape(row_shape)
+        resampled = (source_rows(row_first[rows]) * (1 - weight)
+                     + source_rows(row_second[rows]) * weight)
+        add_to[rows] += (resampled[:, col_first] * (1 - col_weight)
+                         + resampled[:, col_second] * col_weight)
+
+    # Disjoint output rows on every core: NumPy lets go of the GIL in its loops.
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for first, part in bands:
+            held.append((first, part))
+            # The output rows whose source rows have all arrived.
+            ready = height if first + len(part) >= source_size[0] else int(
+                np.searchsorted(row_second, first + len(part)))
+            starts = range(done, ready, at_once)
+            list(pool.map(add_rows, starts, [min(s + at_once, ready) for s in starts]))
+            done = ready
+            if done < height:
+                held = [(f, p) for f, p in held if f + len(p) > row_first[done]]
+            else:
+                held = []
     if done < height:
         raise ValueError("the bands end before the source's last row, %d" % source_size[0])
 
