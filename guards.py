@@ -9,6 +9,7 @@ import secrets
 import shutil
 import signal
 import sys
+import threading
 
 
 class FCNError(Exception):
@@ -185,12 +186,18 @@ class TrainLock:
                 remove_quietly(self.path)
                 continue
             try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(str(os.getpid()))
-            except OSError as e:  # a full disk: no empty lock left to puzzle the next run
-                remove_quietly(self.path)
-                raise write_error(self.path, e) from None
-            self.held = True
+                with ctrl_c_deferred():  # the lock is whole, with our id, or removed
+                    try:
+                        with os.fdopen(fd, "w") as f:
+                            f.write(str(os.getpid()))
+                    except OSError as e:  # a full disk: no empty lock left to puzzle the next run
+                        remove_quietly(self.path)
+                        raise write_error(self.path, e) from None
+                    self.held = True
+            except KeyboardInterrupt:  # Ctrl-C as it was taken; __exit__ will not run
+                remove_quietly(self.path)  # ours whatever it holds: O_EXCL created it
+                self.held = False
+                raise
             return self
         raise FCNError("cannot take the lock %s; delete it if no training run is using "
                        "--logs_dir" % self.path)
@@ -203,15 +210,34 @@ class TrainLock:
             return None
 
     def release(self):
-        if self.held and self._owner() == os.getpid():
-            remove_quietly(self.path)
-        self.held = False
+        with ctrl_c_deferred():
+            if self.held and self._owner() == os.getpid():
+                remove_quietly(self.path)
+            self.held = False
 
     def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc_info):
         self.release()
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred():
+    """Ctrl-C (SIGINT) during the block takes effect when the block ends: for steps that must not
+    be cut in half. Outside the main thread, where no signal is delivered, nothing changes."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # None: a handler not set from Python, which could not be put back
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)  # to the handler in force again
 
 
 class StopRequest:

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ import pytest
 import guards
 import pictures
 import run_settings
-from guards import FCNError, TrainLock
+from guards import FCNError, TrainLock, ctrl_c_deferred
 from tests.make_dataset import make_folder_dataset
 from tests.project import FCN_PY, SMALL, mounted_tmpfs, run_fcn
 
@@ -132,6 +133,47 @@ def test_a_full_disk_taking_the_lock_leaves_no_lock_and_a_later_run_takes_it(tmp
         with open(again.path) as f:
             assert f.read() == str(os.getpid())
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_ctrl_c_while_the_lock_is_written_leaves_no_lock(tmp_path, monkeypatch):
+    # Ctrl-C lands between the lock's creation and its holding our id: the with-block's
+    # __exit__ never runs, so acquire itself must not leave the file behind.
+    real_fdopen = os.fdopen
+
+    class InterruptedFile:
+        def __init__(self, fd):
+            self.f = real_fdopen(fd, "w")
+
+        def __enter__(self):
+            return self
+
+        def write(self, text):
+            signal.raise_signal(signal.SIGINT)
+            self.f.write(text)
+
+        def __exit__(self, *exc_info):
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: InterruptedFile(fd))
+    lock = TrainLock(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        with lock:
+            pass
+    assert os.listdir(str(tmp_path)) == [] and not lock.held
+
+
+def test_ctrl_c_in_a_deferred_block_takes_effect_at_its_end():
+    reached = []
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_deferred():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("after the signal")
+    assert reached == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is handler
+    with ctrl_c_deferred():  # no signal, nothing raised
+        reached.append("quiet")
+    assert reached[-1] == "quiet"
 
 
 def test_an_empty_lock_left_by_an_older_version_is_taken_over(tmp_path):
