@@ -103,11 +103,12 @@ def test_a_full_disk_writing_an_image_is_one_line(tmp_path, monkeypatch):
     assert os.listdir(str(tmp_path)) == []
 
 
-def test_a_full_disk_taking_the_lock_leaves_no_lock_and_a_later_run_takes_it(tmp_path,
-                                                                              monkeypatch):
+def lock_file_that(monkeypatch, on_write, on_close):
+    """os.fdopen, as the train lock opens its file, giving a file whose write and close first
+    call on_write(text) and on_close()."""
     real_fdopen = os.fdopen
 
-    class FullFile:
+    class LockFile:
         def __init__(self, fd):
             self.f = real_fdopen(fd, "w")
 
@@ -115,13 +116,23 @@ def test_a_full_disk_taking_the_lock_leaves_no_lock_and_a_later_run_takes_it(tmp
             return self
 
         def write(self, text):
-            pass
+            on_write(text)
+            self.f.write(text)
 
         def __exit__(self, *exc_info):
             self.f.close()
-            raise no_space()
+            on_close()
 
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullFile(fd))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: LockFile(fd))
+    return real_fdopen
+
+
+def test_a_full_disk_taking_the_lock_leaves_no_lock_and_a_later_run_takes_it(tmp_path,
+                                                                              monkeypatch):
+    def full():
+        raise no_space()
+
+    real_fdopen = lock_file_that(monkeypatch, lambda text: None, full)
     lock = TrainLock(str(tmp_path))
     with pytest.raises(FCNError) as caught:
         lock.acquire()
@@ -138,23 +149,7 @@ def test_a_full_disk_taking_the_lock_leaves_no_lock_and_a_later_run_takes_it(tmp
 def test_ctrl_c_while_the_lock_is_written_leaves_no_lock(tmp_path, monkeypatch):
     # Ctrl-C lands between the lock's creation and its holding our id: the with-block's
     # __exit__ never runs, so acquire itself must not leave the file behind.
-    real_fdopen = os.fdopen
-
-    class InterruptedFile:
-        def __init__(self, fd):
-            self.f = real_fdopen(fd, "w")
-
-        def __enter__(self):
-            return self
-
-        def write(self, text):
-            signal.raise_signal(signal.SIGINT)
-            self.f.write(text)
-
-        def __exit__(self, *exc_info):
-            self.f.close()
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode: InterruptedFile(fd))
+    lock_file_that(monkeypatch, lambda text: signal.raise_signal(signal.SIGINT), lambda: None)
     lock = TrainLock(str(tmp_path))
     with pytest.raises(KeyboardInterrupt):
         with lock:
