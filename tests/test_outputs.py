@@ -146,7 +146,16 @@ def test_a_full_disk_taking_the_lock_leaves_no_lock_and_a_later_run_takes_it(tmp
     assert os.listdir(str(tmp_path)) == []
 
 
-def test_ctrl_c_while_the_lock_is_written_leaves_no_lock(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raising KeyboardInterrupt in this process, as in a terminal: a suite started in
+    the background by a shell (`... &`) has SIGINT ignored, and Python then leaves it so."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_the_lock_is_written_leaves_no_lock(tmp_path, monkeypatch, ctrl_c_raises):
     # Ctrl-C lands between the lock's creation and its holding our id: the with-block's
     # __exit__ never runs, so acquire itself must not leave the file behind.
     lock_file_that(monkeypatch, lambda text: signal.raise_signal(signal.SIGINT), lambda: None)
@@ -157,7 +166,7 @@ def test_ctrl_c_while_the_lock_is_written_leaves_no_lock(tmp_path, monkeypatch):
     assert os.listdir(str(tmp_path)) == [] and not lock.held
 
 
-def test_ctrl_c_in_a_deferred_block_takes_effect_at_its_end():
+def test_ctrl_c_in_a_deferred_block_takes_effect_at_its_end(ctrl_c_raises):
     reached = []
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
