@@ -128,12 +128,7 @@ class Passes:
         padded, (height, width) = self._tiled_input(image)
         for start, band in self.tiled.probability_bands(self.sess, padded, self.tile(),
                                                         self.progress):
-            if start < height:
-                yield start, band[:height - start, :width]
-
-    def probabilities(self, image):
-        """The float32 class probabilities [h, w, classes] of image, whole."""
-        return np.concatenate([band for _, band in self.probability_bands(image)])
+            yield start, band[:height - start, :width]  # bands start on the 32-pixel grid
 
     def tile(self):
         return self.settings.tile_size or tiles.ALIGN * 16  # 0 (whole) in a fixed-size graph

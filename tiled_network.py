@@ -89,11 +89,6 @@ class TiledNetwork:
         return run_stages_in_bands(GEOMETRY, {"image": image}, self._runner(sess, True), tile,
                                    progress)
 
-    def probabilities(self, sess, image, tile, progress=None):
-        """The float32 class probabilities [H, W, classes] of image, whole."""
-        return np.concatenate([band for _, band in
-                               self.probability_bands(sess, image, tile, progress)])
-
     def _runner(self, sess, probabilities):
         last = len(self.stages) - 1
 

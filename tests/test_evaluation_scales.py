@@ -154,6 +154,11 @@ def _passes(variable_values, scales, flip, tile_size=64):
     return sess, passes
 
 
+def _whole(bands):
+    """The map the (first row, band) bands cover, top to bottom."""
+    return np.concatenate([band for _, band in bands])
+
+
 def _settings(scales, flip, tile_size):
     import FCN
     return FCN.current_settings().replace(eval_scales=scales, eval_flip=flip,
@@ -177,8 +182,8 @@ def test_flip_averaging_is_the_mean_of_the_two_passes_softmax():
     sess, passes = _passes(_random_head, "1.0", True)
     image = photo(96, 150, 1)
     with sess:
-        straight = passes.probabilities(image)
-        mirrored = passes.probabilities(image[:, ::-1])[:, ::-1]
+        straight = _whole(passes.probability_bands(image))
+        mirrored = _whole(passes.probability_bands(image[:, ::-1]))[:, ::-1]
         expected = np.argmax((straight + mirrored) / 2, axis=-1)
         got = passes.own_size_labels(image)
     np.testing.assert_allclose(straight.sum(axis=-1), 1.0, atol=1e-5)  # softmax
