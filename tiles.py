@@ -128,10 +128,14 @@ def run_stages_in_bands(stages, maps, run, tile, progress=None):
             del given
 
 
-def _last_output_size(stages, maps):
+def _image_size(stages, maps):
+    """(height, width) in image pixels of the first stage's first input."""
     first, first_scale = stages[0].inputs[0]
-    scale = stages[-1].output[1]
-    return tuple(side * first_scale // scale for side in maps[first].shape[:2])
+    return tuple(side * first_scale for side in maps[first].shape[:2])
+
+
+def _last_output_size(stages, maps):
+    return tuple(side // stages[-1].output[1] for side in _image_size(stages, maps))
 
 
 class _Stitched:
@@ -153,8 +157,7 @@ def _run_stages(stages, maps, run, tile, progress, place):
     yields (rows, columns) once the tile's output is placed and let go. A map no later stage
     reads is dropped as soon as it has been read; the last stage's own inputs once it has
     run."""
-    first, first_scale = stages[0].inputs[0]
-    height, width = (side * first_scale for side in maps[first].shape[:2])
+    height, width = _image_size(stages, maps)
     plan = [stage_tiles(stage, height, width, tile) for stage in stages]
     total, done = sum(len(tiles) for tiles in plan), 0
 
@@ -182,7 +185,6 @@ def _run_stages(stages, maps, run, tile, progress, place):
         for _ in tiles_run(index, output.place):
             pass
         maps[name] = output.map
-        del output
         still_read = {source for later in stages[index + 1:] for source, _ in later.inputs}
         for source in list(maps):
             if source not in still_read:
