@@ -187,16 +187,17 @@ class TrainLock:
                 continue
             try:
                 with ctrl_c_deferred():  # the lock is whole, with our id, or removed
-                    try:
-                        with os.fdopen(fd, "w") as f:
-                            f.write(str(os.getpid()))
-                    except OSError as e:  # a full disk: no empty lock left to puzzle the next run
-                        remove_quietly(self.path)
-                        raise write_error(self.path, e) from None
+                    with os.fdopen(fd, "w") as f:
+                        f.write(str(os.getpid()))
                     self.held = True
-            except KeyboardInterrupt:  # Ctrl-C as it was taken; __exit__ will not run
-                remove_quietly(self.path)  # ours whatever it holds: O_EXCL created it
+            except (OSError, KeyboardInterrupt) as e:
+                # A full disk, or Ctrl-C as it was taken (__exit__ will not run): the file is
+                # ours whatever it holds (O_EXCL created it), and none is left to puzzle the
+                # next run.
+                remove_quietly(self.path)
                 self.held = False
+                if isinstance(e, OSError):
+                    raise write_error(self.path, e) from None
                 raise
             return self
         raise FCNError("cannot take the lock %s; delete it if no training run is using "
