@@ -20,7 +20,7 @@ from google.protobuf import text_format
 
 from guards import (DISK_FULL_TEXTS, FCNError, atomic_path, error_summary, format_size,
                     free_space, is_disk_full, remove_quietly)
-from optimizers import OPTIMIZERS
+from optimizers import slot_optimizer
 
 CHECKPOINT_PREFIX = "model.ckpt"
 KEEP_CHECKPOINTS = 5  # the newest ones kept on disk; older ones are deleted as new ones come
@@ -294,9 +294,8 @@ def restore(sess, path, var_list, global_step=None):
                        "checkpoint of this FCN-8s" % (path, wrong[0]))
     # An optimizer's slots may be missing (a run started with another optimizer's checkpoint
     # gets fresh ones); a weight may not.
-    slots = [optimizer.slot_suffix for optimizer in OPTIMIZERS.values()]
     missing_weights = [n for n in missing if n.startswith(("inference/", "paper/"))
-                       and not any(slot in n for slot in slots)]
+                       and slot_optimizer(n) is None]
     if missing_weights:
         raise FCNError("checkpoint %s lacks %s; point --logs_dir at a checkpoint of this FCN-8s"
                        % (path, missing_weights[0]))

@@ -6,7 +6,7 @@ import collections
 import tensorflow.compat.v1 as tf
 
 import augment
-from optimizers import OPTIMIZERS
+from optimizers import OPTIMIZERS, slot_optimizer
 
 # How a run trains (docs/recipes.md); REFERENCE_RECIPE is the reference's: Adam at a constant
 # rate, the plain mean cross-entropy. pad_label: the label of augmentation's padding, which the
@@ -17,14 +17,12 @@ Recipe = collections.namedtuple("Recipe", [
 REFERENCE_RECIPE = Recipe("constant", 0, None, "adam", 0.9, 0.0, None, 1.0, None)
 POLY_POWER = 0.9  # the poly schedule's power (DeepLab's, mmsegmentation's, CSAIL's)
 
+
 def checkpoint_optimizer(checkpoint):
     """The optimizer whose slots a checkpoint holds ('adam', 'sgd'), or None when it holds
     none."""
-    names = [name for name, _ in tf.train.list_variables(checkpoint)]
-    for optimizer, kept in OPTIMIZERS.items():
-        if any(name.endswith(kept.slot_suffix) for name in names):
-            return optimizer
-    return None
+    found = {slot_optimizer(name) for name, _ in tf.train.list_variables(checkpoint)}
+    return next((optimizer for optimizer in OPTIMIZERS if optimizer in found), None)
 
 
 def constant_rate(recipe):

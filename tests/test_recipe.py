@@ -12,6 +12,7 @@ import class_weights
 import network
 import training_recipe
 from guards import FCNError
+from optimizers import slot_optimizer
 from tests.project import SMALL, run_fcn
 
 
@@ -336,3 +337,11 @@ def test_the_recipe_trains_the_paper_network_in_bf16_and_a_run_started_from_it(
     assert "the optimizer's slots start fresh" in out
     with open(os.path.join(second, "settings.json")) as f:
         assert json.load(f)["precision"] == "bf16"
+
+
+def test_a_checkpoint_name_tells_the_optimizer_of_its_slot_and_none_for_a_weight():
+    assert slot_optimizer("inference/conv1_1_w/Adam") == "adam"
+    assert slot_optimizer("inference/W_t3/Adam_1") == "adam"
+    assert slot_optimizer("paper/score_fr_w/Momentum") == "sgd"
+    for weight in ("inference/conv1_1_w", "inference/W_t3", "paper/score_fr_b", "beta1_power"):
+        assert slot_optimizer(weight) is None
