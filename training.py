@@ -289,7 +289,7 @@ class Loop:
         rate, eta = window.rate_and_eta(self.settings.max_iterations - step)
         replicas = "" if self.cluster is None else " on %d replicas" % self.cluster.replicas
         rate_shown = ("" if "learning_rate" not in results
-                         else " lr %.3g" % float(results["learning_rate"]))
+                      else " lr %.3g" % float(results["learning_rate"]))
         print("%s step %d loss %.5f%s images/s %.2f%s eta %s"
               % (now(), step, float(results["loss"]), rate_shown, rate, replicas,
                  format_duration(eta)))
